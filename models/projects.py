@@ -1,0 +1,59 @@
+"""Projects and their ordered label classes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, utcnow
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("test_share >= 0 AND test_share < 1", name="test_share_range"),
+        CheckConstraint("min_labels_per_class >= 1", name="min_labels_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    # Share of imported pool images held out as the test split (never trained on).
+    test_share: Mapped[float] = mapped_column(default=0.1)
+    # Whether labels that came with an import (e.g. an analyser's
+    # pre-classification) count as training labels, or only readers' labels do.
+    train_on_reference: Mapped[bool] = mapped_column(default=False)
+    # A class needs this many training labels to be learned; rounds refuse to
+    # start when fewer than two classes reach it.
+    min_labels_per_class: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    classes: Mapped[list[LabelClass]] = relationship(
+        back_populates="project", order_by="LabelClass.position", cascade="all, delete-orphan"
+    )
+
+    def class_by_name(self, name: str) -> LabelClass | None:
+        return next((c for c in self.classes if c.name == name), None)
+
+
+class LabelClass(Base):
+    __tablename__ = "label_classes"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        UniqueConstraint("project_id", "hotkey"),
+        UniqueConstraint("project_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(60))
+    hotkey: Mapped[str] = mapped_column(String(1))
+    colour: Mapped[str] = mapped_column(String(7))
+
+    project: Mapped[Project] = relationship(back_populates="classes")
+
+    def __repr__(self) -> str:
+        return f"<LabelClass {self.name}>"

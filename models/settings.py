@@ -1,0 +1,162 @@
+"""Runtime settings, read once from ``HEMALOOP_*`` environment variables.
+
+The webapp, the Celery worker and Alembic all read the same settings, which is
+why they live beside the data model.  Parsing is strict: a value that does not
+parse, or a ``HEMALOOP_`` name nobody knows (usually a typo), stops start-up
+with a message that names the variable.  There is no hard-coded secret key:
+when ``HEMALOOP_SECRET_KEY`` is unset, one is generated once and kept in the
+instance folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+PREFIX = "HEMALOOP_"
+MIN_INPUT_SIZE = 75  # InceptionV3 refuses anything smaller.
+MAX_INPUT_SIZE = 1024
+
+# Names read elsewhere (bootstrap, tests) that are not settings but are known.
+_KNOWN_NON_SETTINGS = {"HEMALOOP_ADMIN_PASSWORD"}
+
+
+class SettingsError(ValueError):
+    """A HEMALOOP_* variable is missing, malformed or unknown."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_dir: Path
+    database_url: str
+    broker_url: str
+    storage_dir: Path
+    secret_key: str
+    input_size: int
+    backbone_weights: str  # "auto", "imagenet", "none" or a path to an .h5 file
+    batch_size: int
+    head_epochs: int
+    max_image_pixels: int
+    max_upload_bytes: int
+    round_stale_seconds: int
+    log_level: str
+
+    @property
+    def models_dir(self) -> Path:
+        return self.storage_dir / "models"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.storage_dir / "images"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{PREFIX}{name}={value} is outside {lo}..{hi}")
+    return value
+
+
+def _weights(raw: str) -> str:
+    value = raw.strip()
+    if value.lower() in {"auto", "imagenet", "none"}:
+        return value.lower()
+    path = Path(value).expanduser()
+    if path.suffix != ".h5":
+        raise SettingsError(
+            f"{PREFIX}BACKBONE_WEIGHTS={raw!r}: expected auto, imagenet, none "
+            "or the path of an .h5 weights file"
+        )
+    if not path.is_file():
+        raise SettingsError(f"{PREFIX}BACKBONE_WEIGHTS: weights file {path} does not exist")
+    return str(path.resolve())
+
+
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(PREFIX + name, "").strip() or default
+    if not value.startswith(schemes):
+        raise SettingsError(
+            f"{PREFIX}{name}={value!r}: expected a URL starting with one of {', '.join(schemes)}"
+        )
+    return value
+
+
+def _secret_key(env: Mapping[str, str], instance_dir: Path) -> str:
+    value = env.get(PREFIX + "SECRET_KEY", "")
+    if value:
+        if len(value) < 16:
+            raise SettingsError(f"{PREFIX}SECRET_KEY is too short (16 characters at least)")
+        return value
+    # Generated once per instance and kept, so sessions survive restarts.
+    key_file = instance_dir / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+KNOWN_NAMES = {
+    PREFIX + n
+    for n in (
+        "INSTANCE_DIR", "DATABASE_URL", "BROKER_URL", "STORAGE_DIR", "SECRET_KEY",
+        "INPUT_SIZE", "BACKBONE_WEIGHTS", "BATCH_SIZE", "HEAD_EPOCHS",
+        "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "ROUND_STALE_SECONDS", "LOG_LEVEL",
+    )
+} | _KNOWN_NON_SETTINGS
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    unknown = sorted(
+        k for k in env
+        if k.startswith(PREFIX) and k not in KNOWN_NAMES and not k.startswith(PREFIX + "TEST_")
+    )
+    if unknown:
+        raise SettingsError(
+            f"unknown setting {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_NAMES))}"
+        )
+    instance_dir = Path(env.get(PREFIX + "INSTANCE_DIR", "") or "instance").expanduser().resolve()
+    storage_raw = env.get(PREFIX + "STORAGE_DIR", "")
+    storage_dir = Path(storage_raw).expanduser().resolve() if storage_raw else instance_dir / "storage"
+    log_level = (env.get(PREFIX + "LOG_LEVEL", "") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"{PREFIX}LOG_LEVEL={log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        instance_dir=instance_dir,
+        database_url=_url(
+            env, "DATABASE_URL", f"sqlite:///{instance_dir / 'hemaloop.sqlite'}",
+            ("sqlite:", "postgresql:", "postgresql+"),
+        ),
+        broker_url=_url(
+            env, "BROKER_URL", f"sqla+sqlite:///{instance_dir / 'broker.sqlite'}",
+            ("sqla+", "redis://", "rediss://", "amqp://", "memory://"),
+        ),
+        storage_dir=storage_dir,
+        secret_key=_secret_key(env, instance_dir),
+        input_size=_int(env, "INPUT_SIZE", 299, MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+        backbone_weights=_weights(env.get(PREFIX + "BACKBONE_WEIGHTS", "") or "auto"),
+        batch_size=_int(env, "BATCH_SIZE", 32, 1, 4096),
+        head_epochs=_int(env, "HEAD_EPOCHS", 30, 1, 1000),
+        max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, 1024, 1_000_000_000),
+        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1024, 1 << 40),
+        round_stale_seconds=_int(env, "ROUND_STALE_SECONDS", 900, 30, 7 * 24 * 3600),
+        log_level=log_level,
+    )

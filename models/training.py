@@ -1,0 +1,97 @@
+"""Training rounds, the model versions they produce, and their predictions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, utcnow
+
+
+class RoundStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in {RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED}
+
+
+class TrainingRound(Base):
+    __tablename__ = "training_rounds"
+    __table_args__ = (Index("ix_training_rounds_project_status", "project_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    status: Mapped[RoundStatus] = mapped_column(
+        Enum(RoundStatus, name="round_status", values_callable=lambda e: [m.value for m in e],
+             native_enum=False, length=12),
+        default=RoundStatus.QUEUED,
+    )
+    progress: Mapped[float] = mapped_column(default=0.0)  # 0..1
+    phase: Mapped[str] = mapped_column(String(200), default="queued")
+    # 'admin', 'cli' or 'schedule'; triggered_by names the person when there is one.
+    trigger: Mapped[str] = mapped_column(String(20))
+    triggered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    celery_task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Updated as the round makes progress; a stale heartbeat means a lost worker.
+    heartbeat_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    n_train: Mapped[int | None]
+    n_test: Mapped[int | None]
+    n_scored: Mapped[int | None]
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (Index("ix_model_versions_project_active", "project_id", "is_active"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    round_id: Mapped[int] = mapped_column(ForeignKey("training_rounds.id"), unique=True)
+    # Relative to the storage directory.
+    artifact_path: Mapped[str] = mapped_column(String(500))
+    # Output order of the network: label-class ids, one per softmax unit.
+    class_ids: Mapped[list[int]] = mapped_column(JSON)
+    input_size: Mapped[int]
+    backbone_weights: Mapped[str] = mapped_column(String(500))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_active: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    __table_args__ = (
+        UniqueConstraint("model_version_id", "image_id"),
+        # The labeling queue walks these in order of uncertainty.
+        Index("ix_predictions_version_entropy", "model_version_id", "entropy"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE")
+    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    # Class id -> probability, for every class of the model.
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    predicted_class_id: Mapped[int] = mapped_column(ForeignKey("label_classes.id"))
+    confidence: Mapped[float]
+    entropy: Mapped[float]
+    margin: Mapped[float]
+    least_confidence: Mapped[float]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
