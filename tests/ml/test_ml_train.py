@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from worker.ml.train import (
+    TrainingCancelled,
+    class_weights,
+    stratified_validation_split,
+    train_head,
+)
+
+
+def separable_features(n_per_class, num_classes=3, dim=2048, seed=0):
+    """Feature vectors whose class shows in a few coordinates, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), n_per_class)
+    features = rng.normal(0.0, 1.0, (len(labels), dim)).astype(np.float32)
+    features[np.arange(len(labels)), labels] += 4.0
+    return features, labels
+
+
+def test_class_weights_are_balanced_for_present_classes():
+    labels = np.array([0, 0, 0, 1])  # class 2 absent
+    w = class_weights(labels, 3)
+    assert w == {0: pytest.approx(4 / (2 * 3)), 1: pytest.approx(4 / (2 * 1)), 2: 1.0}
+
+
+def test_stratified_split_keeps_every_class_in_training():
+    labels = np.array([0] * 20 + [1] * 2 + [2] * 7)
+    train, val = stratified_validation_split(labels, 0.15, seed=0)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))
+    assert set(labels[train]) == {0, 1, 2}
+    assert np.bincount(labels[val]).tolist() == [3, 1, 1]
+
+
+def test_head_learns_separable_classes_without_validation():
+    features, labels = separable_features(6)  # 18 labels: too few to hold out
+    seen = []
+    result = train_head(
+        features, labels, 3, epochs=15, batch_size=8, progress=lambda e, n, logs: seen.append((e, n, logs))
+    )
+    assert result.epochs_run == 15
+    assert "val_loss" not in result.history
+    assert result.history["accuracy"][-1] > 0.8
+    assert [e for e, _, _ in seen] == list(range(1, 16)) and seen[0][1] == 15
+    assert isinstance(seen[0][2]["loss"], float)
+    kernel, bias = result.weights
+    assert kernel.shape == (2048, 3) and bias.shape == (3,)
+
+
+def test_head_uses_validation_and_early_stopping_when_enough_labels():
+    features, labels = separable_features(12)
+    result = train_head(features, labels, 3, epochs=200, batch_size=16, learning_rate=1e-2)
+    assert "val_loss" in result.history
+    assert result.epochs_run < 200  # early stopping kicked in
+    logits = features @ result.weights[0] + result.weights[1]
+    assert (logits.argmax(axis=1) == labels).mean() > 0.8
+
+
+def test_training_is_deterministic_for_a_seed():
+    features, labels = separable_features(5)
+    a = train_head(features, labels, 3, epochs=3, batch_size=4, seed=7)
+    b = train_head(features, labels, 3, epochs=3, batch_size=4, seed=7)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_should_stop_cancels_training():
+    features, labels = separable_features(4)
+    epochs_seen = []
+    with pytest.raises(TrainingCancelled):
+        train_head(
+            features,
+            labels,
+            3,
+            epochs=50,
+            batch_size=4,
+            progress=lambda e, n, logs: epochs_seen.append(e),
+            should_stop=lambda: len(epochs_seen) >= 2,
+        )
+    assert epochs_seen == [1, 2]
+    with pytest.raises(TrainingCancelled):
+        train_head(features, labels, 3, epochs=5, batch_size=4, should_stop=lambda: True)
+
+
+def test_rejects_bad_labels():
+    features, labels = separable_features(2)
+    with pytest.raises(ValueError):
+        train_head(features, labels + 1, 3, epochs=1, batch_size=4)
+    with pytest.raises(ValueError):
+        train_head(features[:0], labels[:0], 3, epochs=1, batch_size=4)

@@ -1,0 +1,96 @@
+import socket
+
+import pytest
+
+from worker.ml import weights
+from worker.ml.weights import (
+    AUTO_FALLBACK_DESCRIPTION,
+    IMAGENET_NOTOP_FILE,
+    WeightsError,
+    resolve_backbone_weights,
+    short_reason,
+)
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path, monkeypatch):
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+def test_url_is_the_official_notop_file():
+    assert weights.IMAGENET_NOTOP_URL.endswith("/inception_v3/" + IMAGENET_NOTOP_FILE)
+    assert IMAGENET_NOTOP_FILE == "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def test_none_and_imagenet_settings():
+    assert resolve_backbone_weights("none") == (None, "none", [])
+    assert resolve_backbone_weights("imagenet") == ("imagenet", "imagenet", [])
+
+
+def test_existing_file_is_passed_through(tmp_path):
+    path = tmp_path / "backbone.h5"
+    path.write_bytes(b"not checked here")
+    assert resolve_backbone_weights(str(path)) == (str(path), str(path), [])
+
+
+def test_missing_file_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere" / "backbone.h5"
+    with pytest.raises(WeightsError, match="backbone.h5"):
+        resolve_backbone_weights(str(missing))
+
+
+def test_directory_is_not_a_weights_file(tmp_path):
+    with pytest.raises(WeightsError, match=str(tmp_path)):
+        resolve_backbone_weights(str(tmp_path))
+
+
+def test_auto_uses_a_cached_file_without_downloading(empty_keras_home, monkeypatch):
+    cached = empty_keras_home / "models" / IMAGENET_NOTOP_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+
+    def no_download(timeout):
+        raise AssertionError("must not download when cached")
+
+    monkeypatch.setattr(weights, "fetch_imagenet_notop", no_download)
+    assert resolve_backbone_weights("auto") == ("imagenet", "imagenet", [])
+
+
+def test_auto_offline_falls_back_with_a_short_warning(empty_keras_home):
+    # This machine has no internet: the download must fail, quickly.
+    previous_timeout = socket.getdefaulttimeout()
+    arg, description, warnings = resolve_backbone_weights("auto", download_timeout=3)
+
+    assert arg is None
+    assert description == AUTO_FALLBACK_DESCRIPTION
+    assert len(warnings) == 1
+    assert warnings[0].startswith("ImageNet weights are not cached and could not be downloaded (")
+    assert "random initialisation" in warnings[0]
+    assert "Traceback" not in warnings[0] and len(warnings[0]) < 400
+    assert socket.getdefaulttimeout() == previous_timeout
+    # No half-downloaded file left behind to be mistaken for a cached one.
+    assert not (empty_keras_home / "models" / IMAGENET_NOTOP_FILE).exists()
+
+
+def test_short_reason_keeps_the_useful_part():
+    exc = Exception("URL fetch failure on https://x/y.h5: None -- [Errno -2] Name or service not known")
+    assert short_reason(exc) == "[Errno -2] Name or service not known"
+    assert short_reason(TimeoutError("timed out\nmore")) == "TimeoutError: timed out"
+    assert short_reason(OSError()) == "OSError"
+
+
+def test_numpy_only_modules_do_not_import_tensorflow():
+    # The web process imports these; TensorFlow would cost seconds and memory.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; import worker.ml, worker.ml.weights, worker.ml.evaluate, "
+        "worker.ml.uncertainty, worker.ml.data; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

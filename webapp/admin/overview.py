@@ -1,0 +1,49 @@
+"""Figures for the admin page, one query each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Annotation, Image, ModelVersion, Origin, Project, Split, TrainingRound
+from models.labels import label_counts, labeled_images
+
+
+@dataclass(frozen=True)
+class ProjectOverview:
+    project: Project
+    pool: int
+    test: int
+    reader_labeled: int
+    training_labels: dict[str, int]
+    active: ModelVersion | None
+    rounds: list[TrainingRound]
+
+
+def project_overview(session: Session, project: Project, n_rounds: int = 20) -> ProjectOverview:
+    per_split = dict(session.execute(
+        select(Image.split, func.count(Image.id)).where(Image.project_id == project.id)
+        .group_by(Image.split)).tuples().all())
+    reader_labeled = session.scalar(
+        select(func.count(func.distinct(Annotation.image_id)))
+        .join(Image, Image.id == Annotation.image_id)
+        .where(Image.project_id == project.id, Annotation.origin == Origin.READER)) or 0
+    names = {c.id: c.name for c in project.classes}
+    counts = label_counts(labeled_images(session, project, Split.POOL))
+    return ProjectOverview(
+        project=project,
+        pool=per_split.get(Split.POOL, 0), test=per_split.get(Split.TEST, 0),
+        reader_labeled=reader_labeled,
+        training_labels={names[c]: n for c, n in sorted(counts.items())},
+        active=session.scalar(select(ModelVersion).where(
+            ModelVersion.project_id == project.id, ModelVersion.is_active)),
+        rounds=recent_rounds(session, project.id, n_rounds),
+    )
+
+
+def recent_rounds(session: Session, project_id: int, n: int = 20) -> list[TrainingRound]:
+    return list(session.scalars(
+        select(TrainingRound).where(TrainingRound.project_id == project_id)
+        .order_by(TrainingRound.id.desc()).limit(n)))

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from flask import abort, request
+from sqlalchemy import select
+
+from models import Project, Role, TrainingRound
+
+from ..admin.overview import project_overview
+from ..auth.roles import role_required
+from ..db import get_db
+from ..label.queue import active_version, ranked
+from . import bp
+
+
+def _round_json(rnd: TrainingRound) -> dict:
+    return {
+        "id": rnd.id, "project_id": rnd.project_id, "status": rnd.status.value,
+        "progress": rnd.progress, "phase": rnd.phase, "trigger": rnd.trigger,
+        "created_at": rnd.created_at.isoformat(),
+        "started_at": rnd.started_at.isoformat() if rnd.started_at else None,
+        "finished_at": rnd.finished_at.isoformat() if rnd.finished_at else None,
+        "error": rnd.error, "warnings": rnd.warnings or [], "timings": rnd.timings or {},
+        "n_train": rnd.n_train, "n_test": rnd.n_test, "n_scored": rnd.n_scored,
+    }
+
+
+@bp.get("/projects")
+@role_required(Role.PATHOLOGIST)
+def projects():
+    db = get_db()
+    out = []
+    for project in db.scalars(select(Project).order_by(Project.id)):
+        o = project_overview(db, project, n_rounds=1)
+        out.append({
+            "id": project.id, "name": project.name,
+            "classes": [{"name": c.name, "hotkey": c.hotkey, "colour": c.colour}
+                        for c in project.classes],
+            "pool": o.pool, "test": o.test, "reader_labeled": o.reader_labeled,
+            "training_labels": o.training_labels,
+            "active_model": {"id": o.active.id, "round_id": o.active.round_id,
+                             "metrics": o.active.metrics} if o.active else None,
+        })
+    return {"projects": out}
+
+
+@bp.get("/projects/<int:project_id>/queue")
+@role_required(Role.PATHOLOGIST)
+def queue(project_id: int):
+    """The ranked queue: what readers will see next, with suggestions."""
+    db = get_db()
+    project = db.get(Project, project_id)
+    if project is None:
+        abort(404, description=f"There is no project {project_id}.")
+    limit = request.args.get("limit", "50")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        abort(400, description="limit must be a whole number from 1 to 1000")
+    version = active_version(db, project.id)
+    names = {c.id: c.name for c in project.classes}
+    rows = ranked(db, project, int(limit), version=version)
+    return {
+        "project_id": project.id,
+        "model_version_id": version.id if version else None,
+        "order": "entropy" if version else "random",
+        "cells": [{
+            "image_id": image.id,
+            "suggestion": names.get(p.predicted_class_id) if p else None,
+            "confidence": p.confidence if p else None,
+            "entropy": p.entropy if p else None,
+            "margin": p.margin if p else None,
+        } for image, p in rows],
+    }
+
+
+@bp.get("/rounds/<int:round_id>")
+@role_required(Role.ADMIN)
+def round_status(round_id: int):
+    rnd = get_db().get(TrainingRound, round_id)
+    if rnd is None:
+        abort(404, description=f"There is no round {round_id}.")
+    return _round_json(rnd)

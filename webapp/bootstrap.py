@@ -1,0 +1,62 @@
+"""First accounts and projects: used by the CLI (``make run``) and by tests."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import LabelClass, Project, Role, User
+from models.presets import PRESETS
+
+
+class SetupError(ValueError):
+    """A project or account cannot be created as asked; the message says why."""
+
+
+def create_user(session: Session, username: str, role: Role, password: str | None = None
+                ) -> tuple[User, str]:
+    """Create an account; returns it with its password (generated when not given)."""
+    username = username.strip()
+    if not username or len(username) > 80:
+        raise SetupError("a username needs 1 to 80 characters")
+    if session.scalar(select(User).where(User.username == username)):
+        raise SetupError(f"user {username!r} already exists")
+    if password is not None and len(password) < 8:
+        raise SetupError("a password needs at least 8 characters")
+    password = password or secrets.token_urlsafe(12)
+    user = User(username=username, role=role)
+    user.set_password(password)
+    session.add(user)
+    session.flush()
+    return user, password
+
+
+def create_project(session: Session, name: str, preset: str = "pbc8", *, test_share: float = 0.1,
+                   train_on_reference: bool = False, min_labels_per_class: int = 1) -> Project:
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise SetupError("a project name needs 1 to 120 characters")
+    if preset not in PRESETS:
+        raise SetupError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if not 0 <= test_share < 1:
+        raise SetupError("the test share must be at least 0 and below 1")
+    if session.scalar(select(Project).where(Project.name == name)):
+        raise SetupError(f"project {name!r} already exists")
+    project = Project(name=name, test_share=test_share, train_on_reference=train_on_reference,
+                      min_labels_per_class=min_labels_per_class)
+    project.classes = [
+        LabelClass(position=i, name=cls, hotkey=key, colour=colour)
+        for i, (cls, key, colour) in enumerate(PRESETS[preset])
+    ]
+    session.add(project)
+    session.flush()
+    return project
+
+
+def find_project(session: Session, name: str) -> Project:
+    project = session.scalar(select(Project).where(Project.name == name))
+    if project is None:
+        raise SetupError(f"no project named {name!r}")
+    return project

@@ -1,0 +1,275 @@
+"""The ``hemaloop`` command: set up, import, train and run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from models import Role, TrainingRound
+from models.db import session_scope
+from models.settings import Settings, SettingsError, load_settings
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo" / "pbc"
+DEMO_PROJECT = "demo"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group()
+def main() -> None:
+    """hemaloop: label white-blood-cell images, retrain, re-rank."""
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic upgrade head)."""
+    from migrations.runner import upgrade
+
+    settings = _settings()
+    settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    click.echo("database is at the latest schema")
+
+
+@main.command("create-user")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default="pathologist",
+              show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user_cmd(username: str, role: str, password_stdin: bool) -> None:
+    """Create an account; prints a generated password unless one is given."""
+    from .bootstrap import SetupError, create_user
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        with session_scope(_settings().database_url) as s:
+            _, password_used = create_user(s, username, Role(role), password)
+    except SetupError as exc:
+        _fail(str(exc))
+    click.echo(f"created {role} {username!r}")
+    if not password_stdin:
+        click.echo(f"password (shown once): {password_used}")
+
+
+@main.command("create-project")
+@click.argument("name")
+@click.option("--preset", default="pbc8", show_default=True, help="pbc8, wbc4 or wbc5")
+@click.option("--test-share", default=0.1, show_default=True, type=float)
+@click.option("--train-on-reference", is_flag=True,
+              help="Use labels that come with imports as training labels.")
+@click.option("--min-labels-per-class", default=1, show_default=True, type=click.IntRange(1))
+def create_project_cmd(name: str, preset: str, test_share: float, train_on_reference: bool,
+                       min_labels_per_class: int) -> None:
+    """Create a project with a preset of label classes."""
+    from .bootstrap import SetupError, create_project
+
+    try:
+        with session_scope(_settings().database_url) as s:
+            project = create_project(s, name, preset, test_share=test_share,
+                                     train_on_reference=train_on_reference,
+                                     min_labels_per_class=min_labels_per_class)
+            classes = ", ".join(f"{c.name} [{c.hotkey}]" for c in project.classes)
+    except SetupError as exc:
+        _fail(str(exc))
+    click.echo(f"created project {name!r}: {classes}")
+
+
+def _import(settings: Settings, path: Path, project_name: str, source: str | None,
+            as_json: bool):
+    from .bootstrap import SetupError, find_project
+    from .ingest import count_files, import_path
+
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    try:
+        total = count_files(path)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    with session_scope(settings.database_url) as s:
+        try:
+            project = find_project(s, project_name)
+        except SetupError as exc:
+            _fail(f"{exc}; create it first with 'hemaloop create-project'")
+        # The bar goes to stderr so --json output stays parseable.
+        with click.progressbar(length=total, label=f"importing {path.name}", file=sys.stderr,
+                               show_pos=True) as bar:
+            report = import_path(s, settings.storage_dir, project, path,
+                                 max_pixels=settings.max_image_pixels, source=source,
+                                 progress=bar.update)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(f"imported {report.imported} ({report.labeled} with reference labels), "
+                   f"{report.duplicates} duplicate(s) skipped, {len(report.rejected)} rejected")
+        for item in report.rejected:
+            click.echo(f"  rejected {item['file']}: {item['reason']}", err=True)
+    return report
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--project", "project_name", required=True)
+@click.option("--source", default=None, help="Where the images came from (default: the folder name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def import_cmd(path: Path, project_name: str, source: str | None, as_json: bool) -> None:
+    """Import images: a folder of class folders (reference labels), a flat folder, or a .zip."""
+    _import(_settings(), path, project_name, source, as_json)
+
+
+@main.command()
+@click.option("--demo/--no-demo", default=False, help="Also create the demo project and import the bundled cells.")
+def bootstrap(demo: bool) -> None:
+    """Create the admin account (and the demo project) if they do not exist yet."""
+    from sqlalchemy import select
+
+    from models import Project, User
+
+    from .bootstrap import create_project, create_user
+
+    settings = _settings()
+    with session_scope(settings.database_url) as s:
+        if s.scalar(select(User).where(User.role == Role.ADMIN)) is None:
+            given = os.environ.get("HEMALOOP_ADMIN_PASSWORD") or None
+            _, password = create_user(s, "admin", Role.ADMIN, given)
+            if given:
+                click.echo("created admin account 'admin' with HEMALOOP_ADMIN_PASSWORD")
+            else:
+                click.echo(f"created admin account 'admin'; password (shown once): {password}")
+        if demo and s.scalar(select(Project).where(Project.name == DEMO_PROJECT)) is None:
+            create_project(s, DEMO_PROJECT, "pbc8")
+            click.echo(f"created project {DEMO_PROJECT!r}")
+    if demo:
+        with session_scope(settings.database_url) as s:
+            project = s.scalar(select(Project).where(Project.name == DEMO_PROJECT))
+            from sqlalchemy import func
+
+            from models import Image
+
+            has_images = s.scalar(select(func.count(Image.id)).where(Image.project_id == project.id))
+        if not has_images:
+            _import(settings, DEMO_DIR, DEMO_PROJECT, "PBC demo (Acevedo et al. 2020)", False)
+
+
+@main.command("round")
+@click.option("--project", "project_name", required=True)
+@click.option("--wait/--no-wait", default=True, help="Show progress until the round ends.")
+@click.option("--inline", is_flag=True, help="Run in this process instead of on a worker.")
+def round_cmd(project_name: str, wait: bool, inline: bool) -> None:
+    """Start a training round, as the admin page's button does."""
+    from webapp.rounds import create_round, enqueue_round
+    from worker.celery_app import make_celery
+    from worker.rounds import RoundRefused, run_round
+
+    from .bootstrap import SetupError, find_project
+
+    settings = _settings()
+    with session_scope(settings.database_url) as s:
+        try:
+            rnd = create_round(s, find_project(s, project_name), trigger="cli")
+        except (SetupError, RoundRefused) as exc:
+            _fail(str(exc))
+        if not inline:
+            enqueue_round(s, make_celery(settings), rnd)
+        round_id = rnd.id
+    click.echo(f"round {round_id} queued")
+    if inline:
+        run_round(settings, round_id, worker="cli")
+    elif wait:
+        _follow(settings, round_id)
+    _report(settings, round_id)
+
+
+def _follow(settings: Settings, round_id: int) -> None:
+    with click.progressbar(length=1000, label=f"round {round_id}", file=sys.stderr,
+                           item_show_func=lambda phase: phase) as bar:
+        shown = 0
+        while True:
+            with session_scope(settings.database_url) as s:
+                rnd = s.get(TrainingRound, round_id)
+                status, progress, phase = rnd.status, rnd.progress, rnd.phase
+            step = int(progress * 1000) - shown
+            bar.update(max(step, 0), phase)
+            shown += max(step, 0)
+            if status.is_finished:
+                break
+            time.sleep(1)
+
+
+def _report(settings: Settings, round_id: int) -> None:
+    with session_scope(settings.database_url) as s:
+        rnd = s.get(TrainingRound, round_id)
+        click.echo(f"round {round_id}: {rnd.status.value}")
+        for warning in rnd.warnings or []:
+            click.echo(f"  warning: {warning}")
+        if rnd.error:
+            _fail(rnd.error)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--worker/--no-worker", default=True, help="Also start one Celery worker.")
+def run(host: str, port: int, worker: bool) -> None:
+    """Serve the web app (gunicorn) with one Celery worker, until interrupted."""
+    _settings()  # fail fast on bad configuration, before starting anything
+    procs: list[subprocess.Popen] = []
+    if worker:
+        procs.append(subprocess.Popen(worker_command()))
+    procs.append(subprocess.Popen([
+        sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
+        "--threads", "4", "--access-logfile", "-", "webapp.wsgi:app",
+    ]))
+    click.echo(f"hemaloop is at http://{host}:{port}/ (Ctrl-C stops it)")
+
+    def stop(*_args) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    codes = [p.returncode for p in procs]
+    if any(c not in (0, -signal.SIGTERM, None) for c in codes):
+        raise SystemExit(1)
+
+
+def worker_command(queues: str = "train,score,default") -> list[str]:
+    # solo pool: one task at a time in the worker process itself, which keeps
+    # TensorFlow's threads and memory in one place on a small machine.
+    return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
+            "-Q", queues, "--loglevel", "INFO"]
+
+
+@main.command()
+@click.option("--queues", default="train,score,default", show_default=True)
+def worker(queues: str) -> None:
+    """Run a Celery worker for the given queues (what docker-compose's worker runs)."""
+    _settings()
+    os.execv(sys.executable, worker_command(queues))

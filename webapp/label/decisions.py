@@ -1,0 +1,106 @@
+"""Turning a reader's keypress into an annotation row, or a clear refusal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models import Annotation, Flag, Image, ModelVersion, Origin, Project, Split, User
+
+MAX_DURATION_MS = 24 * 3600 * 1000
+
+
+class DecisionError(ValueError):
+    """The request cannot be recorded; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Decision:
+    choice: str  # a class name, or a flag value
+    duration_ms: int | None
+    model_version_id: int | None
+    suggested_class_id: int | None
+    submission_id: str | None
+
+
+def _optional_int(raw: str | None, what: str) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise DecisionError(f"{what} must be a whole number, not {raw!r}") from None
+
+
+def parse(form) -> Decision:
+    choice = (form.get("choice") or "").strip()
+    if not choice:
+        raise DecisionError("No class was chosen.")
+    duration = _optional_int(form.get("duration_ms"), "duration_ms")
+    if duration is not None:
+        duration = min(max(duration, 0), MAX_DURATION_MS)
+    submission = (form.get("submission_id") or "").strip() or None
+    if submission is not None and len(submission) > 64:
+        raise DecisionError("submission_id is too long.")
+    return Decision(choice, duration, _optional_int(form.get("model_version_id"), "model_version_id"),
+                    _optional_int(form.get("suggested_class_id"), "suggested_class_id"), submission)
+
+
+def record(session: Session, project: Project, image_id: int, user: User, decision: Decision
+           ) -> tuple[Annotation, bool]:
+    """Validate and store; returns (annotation, created). Nothing is written on error.
+
+    A repeated submission id (double keypress, retried request) returns the
+    first annotation instead of writing a second.
+    """
+    if decision.submission_id:
+        earlier = session.scalar(select(Annotation).where(
+            Annotation.user_id == user.id, Annotation.submission_id == decision.submission_id))
+        if earlier is not None:
+            return earlier, False
+    image = session.get(Image, image_id)
+    if image is None or image.project_id != project.id:
+        raise DecisionError(f"Cell {image_id} does not exist in project {project.name!r}.", 404)
+    if image.split != Split.POOL:
+        raise DecisionError(f"Cell {image_id} is in the test split and is not labeled here.", 409)
+    label_class = project.class_by_name(decision.choice)
+    flag = None
+    if label_class is None:
+        try:
+            flag = Flag(decision.choice)
+        except ValueError:
+            names = ", ".join(c.name for c in project.classes)
+            raise DecisionError(
+                f"Unknown class {decision.choice!r}; this project's classes are {names}.") from None
+    if decision.model_version_id is not None:
+        version = session.get(ModelVersion, decision.model_version_id)
+        if version is None or version.project_id != project.id:
+            raise DecisionError(f"Model version {decision.model_version_id} is not this project's.")
+    if decision.suggested_class_id is not None and decision.suggested_class_id not in {
+            c.id for c in project.classes}:
+        raise DecisionError("The suggested class is not one of this project's classes.")
+    annotation = Annotation(
+        image_id=image.id, user_id=user.id, origin=Origin.READER,
+        label_class_id=label_class.id if label_class else None, flag=flag,
+        duration_ms=decision.duration_ms, model_version_id=decision.model_version_id,
+        suggested_class_id=decision.suggested_class_id, submission_id=decision.submission_id,
+    )
+    session.add(annotation)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Two copies of one submission raced; the other one won.
+        session.rollback()
+        earlier = session.scalar(select(Annotation).where(
+            Annotation.user_id == user.id, Annotation.submission_id == decision.submission_id))
+        if earlier is None:
+            raise
+        return earlier, False
+    return annotation, True

@@ -1,0 +1,1 @@
+"""hemaloop's background side: the Celery app, thin tasks, and worker/ml (TensorFlow)."""

@@ -1,0 +1,41 @@
+"""The Celery application.
+
+One factory serves both sides: the webapp builds an instance to *send* tasks
+by name (it never imports TensorFlow), the worker process runs
+``celery -A worker.main worker``, which builds one from the environment.
+Queues are split by purpose so GPU workers can take ``train`` alone.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from models.settings import Settings, load_settings
+
+TRAIN_QUEUE = "train"
+SCORE_QUEUE = "score"
+DEFAULT_QUEUE = "default"
+RUN_ROUND = "hemaloop.run_round"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("hemaloop", include=["worker.tasks"])
+    app.conf.update(
+        broker_url=settings.broker_url,
+        # Tasks record their outcome on database rows; no result backend.
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={RUN_ROUND: {"queue": TRAIN_QUEUE}},
+        # Long jobs: take one at a time, acknowledge when done.
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"polling_interval": 0.5},
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    # The tasks read their settings from the app that runs them.
+    app.hemaloop_settings = settings  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,171 @@
+"""CellClassifier: the predict/fit interface the rest of the server uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from worker.ml.features import apply_to_images, extract_features
+from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER, backbone_of, build_classifier
+from worker.ml.train import HeadTrainingResult, install_head, train_head
+from worker.ml.weights import resolve_backbone_weights
+
+MODEL_SUFFIX = ".keras"  # Keras 3 only loads whole models from files named so
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str) -> None:
+    """Write via a temp file in `path`'s directory, then rename over `path`.
+
+    Same directory, so os.replace is a rename on one filesystem: readers see
+    the old file or the new one, never a half-written one.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class CellClassifier:
+    """A built classifier plus what is needed to use it: class ids and input size."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        class_ids: list[int],
+        input_size: int,
+        *,
+        backbone_weights: str = "unknown",
+    ) -> None:
+        outputs = int(model.output.shape[-1])
+        if outputs != len(class_ids):
+            raise ValueError(f"model has {outputs} outputs but {len(class_ids)} class ids were given")
+        self.model = model
+        self.class_ids = [int(c) for c in class_ids]
+        self.input_size = int(input_size)
+        self.backbone_weights = backbone_weights
+        self._extractor: keras.Model | None = None
+
+    @classmethod
+    def create(
+        cls, class_ids: Sequence[int], input_size: int, weights_setting: str, seed: int = 0
+    ) -> tuple["CellClassifier", list[str]]:
+        """A fresh classifier; returns it with any warnings about its weights."""
+        weights, description, warnings = resolve_backbone_weights(weights_setting)
+        model = build_classifier(len(class_ids), input_size, weights, seed=seed)
+        return cls(model, list(class_ids), input_size, backbone_weights=description), warnings
+
+    @property
+    def extractor(self) -> keras.Model:
+        """image -> 2048 pooled backbone features, sharing the model's weights."""
+        if self._extractor is None:
+            self._extractor = backbone_of(self.model)
+        return self._extractor
+
+    def features(
+        self,
+        paths: Sequence[str | Path],
+        batch_size: int,
+        progress: Callable[[int, int], None] | None = None,
+        failures: list[tuple[int, str]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone features `[n, 2048]` and the ok mask (see features.extract_features)."""
+        return extract_features(
+            self.extractor, paths, self.input_size, batch_size, progress, failures
+        )
+
+    def fit_head(
+        self,
+        features: np.ndarray,
+        labels_idx: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        progress: Callable[[int, int, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        seed: int = 0,
+    ) -> HeadTrainingResult:
+        """Train the head on cached features and install it; labels index `class_ids`."""
+        result = train_head(
+            features,
+            labels_idx,
+            len(self.class_ids),
+            epochs=epochs,
+            batch_size=batch_size,
+            dropout=float(self.model.get_layer(DROPOUT_LAYER).rate),
+            seed=seed,
+            progress=progress,
+            should_stop=should_stop,
+        )
+        install_head(self.model, result.weights)
+        return result
+
+    def predict_features(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities `[n, k]` from cached features, through the head only.
+
+        Plain NumPy: re-scoring thousands of cached feature rows after each
+        training round is one matrix product, no TensorFlow call overhead.
+        """
+        kernel, bias = (np.asarray(w, dtype=np.float32) for w in self.model.get_layer(HEAD_LAYER).get_weights())
+        features = np.asarray(features, dtype=np.float32)
+        probs = np.empty((len(features), len(self.class_ids)), dtype=np.float32)
+        for start in range(0, len(features), batch_size):
+            chunk = features[start : start + batch_size]
+            probs[start : start + len(chunk)] = _softmax(chunk @ kernel + bias)
+        return probs
+
+    def predict(
+        self,
+        paths: Sequence[str | Path],
+        batch_size: int,
+        progress: Callable[[int, int], None] | None = None,
+        failures: list[tuple[int, str]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities `[n, k]` through the full model (zeros where an image failed) and the ok mask."""
+        return apply_to_images(self.model, paths, self.input_size, batch_size, progress, failures)
+
+    def save(self, path: Path) -> None:
+        """Write the model to `path` (.keras) and its metadata to `path.with_suffix('.json')`, each atomically."""
+        path = Path(path)
+        if path.suffix != MODEL_SUFFIX:
+            raise ValueError(f"model path must end in {MODEL_SUFFIX}: {path}")
+        metadata = {
+            "class_ids": self.class_ids,
+            "input_size": self.input_size,
+            "backbone_weights": self.backbone_weights,
+        }
+        _replace_atomically(path, lambda tmp: self.model.save(tmp), MODEL_SUFFIX)
+        _replace_atomically(
+            path.with_suffix(".json"),
+            lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"),
+            ".json",
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "CellClassifier":
+        """Read a classifier written by `save`."""
+        path = Path(path)
+        metadata = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        model = keras.models.load_model(path, compile=False)
+        return cls(
+            model,
+            metadata["class_ids"],
+            metadata["input_size"],
+            backbone_weights=metadata.get("backbone_weights", "unknown"),
+        )

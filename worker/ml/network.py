@@ -1,0 +1,128 @@
+"""The classifier: an InceptionV3 backbone with a small softmax head."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import keras
+
+from worker.ml.weights import (
+    EXPLICIT_DOWNLOAD_TIMEOUT,
+    IMAGENET_NOTOP_FILE,
+    WeightsError,
+    fetch_imagenet_notop,
+    keras_cache_dir,
+    short_reason,
+)
+
+FEATURE_DIM = 2048
+MIN_INPUT_SIZE = 75  # InceptionV3's smallest accepted input
+
+BACKBONE_LAYER = "backbone"
+FEATURES_LAYER = "gap"
+DROPOUT_LAYER = "dropout"
+HEAD_LAYER = "head"
+
+
+def build_classifier(
+    num_classes: int,
+    input_size: int,
+    weights: str | None,
+    dropout: float = 0.3,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build backbone -> gap -> dropout -> head(softmax).
+
+    `weights` is None, "imagenet" or a path to a weights file for an InceptionV3
+    without top (as returned by `resolve_backbone_weights`).
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if input_size < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"input_size must be at least {MIN_INPUT_SIZE} for InceptionV3, got {input_size}"
+        )
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+    # Find the weights file before spending seconds on building the network.
+    weights_file: Path | None = None
+    if weights == "imagenet":
+        weights_file = imagenet_weights_file()
+    elif weights is not None:
+        weights_file = Path(weights)
+        if not weights_file.is_file():
+            raise WeightsError(f"Backbone weights file {weights_file} does not exist.")
+
+    shape = (input_size, input_size, 3)
+    backbone = keras.applications.InceptionV3(
+        include_top=False, weights=None, input_shape=shape, name=BACKBONE_LAYER
+    )
+    if weights_file is not None:
+        load_backbone_weights(backbone, weights_file)
+    # Only the head is ever trained (on cached features); freezing the backbone
+    # also keeps its BatchNorm layers in inference mode.
+    backbone.trainable = False
+
+    inputs = keras.Input(shape=shape, name="image")
+    x = backbone(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
+    x = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", name=HEAD_LAYER, dtype="float32"
+    )(x)
+    return keras.Model(inputs, outputs, name="cell_classifier")
+
+
+def imagenet_weights_file() -> Path:
+    """The cached ImageNet notop file, downloading it if needed, or WeightsError."""
+    try:
+        return fetch_imagenet_notop(EXPLICIT_DOWNLOAD_TIMEOUT)
+    except Exception as exc:
+        raise WeightsError(
+            "ImageNet weights for the backbone could not be downloaded "
+            f"({short_reason(exc)}). Put {IMAGENET_NOTOP_FILE} in "
+            f"{keras_cache_dir() / 'models'}, or use the 'auto' or 'none' setting."
+        ) from None
+
+
+def load_backbone_weights(backbone: keras.Model, path: Path) -> None:
+    """Load an InceptionV3-notop weights file into `backbone`, strictly.
+
+    Loading is topological (layer order), as Keras does for its own ImageNet
+    file: the names Keras 3 gives InceptionV3's layers ("conv2d_94", ...) depend
+    on how many layers the process created before, so name-based loading
+    would silently match nothing. Any mismatch is an error, never a skip:
+    a half-loaded backbone would look like it works and classify badly.
+    """
+    try:
+        # Keras 3's .weights.h5 loader warns once per unmatched layer (hundreds
+        # here) and sometimes only warns; collect instead, and treat any
+        # "skipping" as the mismatch it is.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            backbone.load_weights(str(path))
+    except Exception as exc:
+        raise WeightsError(
+            f"Backbone weights file {path} does not fit an InceptionV3 without top "
+            f"({short_reason(exc)})."
+        ) from None
+    skipped = [w for w in caught if "skipping" in str(w.message).lower()]
+    if skipped:
+        first = str(skipped[0].message).splitlines()[0][:120]
+        raise WeightsError(
+            f"Backbone weights file {path} does not fit an InceptionV3 without top "
+            f"({len(skipped)} parts not loaded, e.g. {first})."
+        )
+    for warning in caught:  # anything else is Keras' business: pass it on
+        warnings.warn_explicit(
+            warning.message, warning.category, warning.filename, warning.lineno
+        )
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """Feature extractor sharing `model`'s weights: image -> 2048 pooled features."""
+    return keras.Model(
+        model.input, model.get_layer(FEATURES_LAYER).output, name="feature_extractor"
+    )

@@ -1,0 +1,185 @@
+"""Training the softmax head on cached backbone features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from worker.ml.network import HEAD_LAYER
+
+# Validation split rules: below these, a held-out set is too small to say
+# anything and would only take examples away from training.
+MIN_LABELS_FOR_VALIDATION = 20
+MIN_PER_CLASS_FOR_VALIDATION = 2
+VALIDATION_FRACTION = 0.15
+EARLY_STOPPING_PATIENCE = 5
+
+
+class TrainingCancelled(Exception):
+    """`should_stop` asked training to stop; no result is produced."""
+
+
+@dataclass
+class HeadTrainingResult:
+    weights: list[np.ndarray]  # [Dense kernel (2048 x k), bias (k)]
+    history: dict[str, list[float]]
+    epochs_run: int
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Balanced weights n / (k * count_c), k = classes present; absent classes get 1.0."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+    present = int(np.count_nonzero(counts))
+    weights: dict[int, float] = {}
+    for c in range(num_classes):
+        if counts[c] == 0:
+            weights[c] = 1.0
+        else:
+            weights[c] = float(len(labels) / (present * counts[c]))
+    return weights
+
+
+def stratified_validation_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices `(train, validation)`: about `fraction` of each class, at least one,
+    always leaving at least one example of each class for training."""
+    rng = np.random.default_rng(seed)
+    train_parts: list[np.ndarray] = []
+    val_parts: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        n_val = min(max(1, round(fraction * len(members))), len(members) - 1)
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+
+
+def wants_validation(labels: np.ndarray) -> bool:
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    return (
+        len(labels) >= MIN_LABELS_FOR_VALIDATION
+        and present.min() >= MIN_PER_CLASS_FOR_VALIDATION
+    )
+
+
+class _ProgressAndCancel(keras.callbacks.Callback):
+    """Reports each finished epoch and stops `fit` when asked to."""
+
+    def __init__(
+        self,
+        epochs: int,
+        progress: Callable[[int, int, dict], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.progress = progress
+        self.should_stop = should_stop
+        self.cancelled = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.progress is not None:
+            self.progress(epoch + 1, self.epochs, {k: float(v) for k, v in (logs or {}).items()})
+        if self.should_stop is not None and self.should_stop():
+            self.cancelled = True
+            self.model.stop_training = True
+
+
+def head_model(feature_dim: int, num_classes: int, dropout: float) -> keras.Model:
+    """Dropout -> Dense(softmax): the classifier's head on its own, same layer names."""
+    inputs = keras.Input(shape=(feature_dim,), name="features")
+    x = keras.layers.Dropout(dropout, name="dropout")(inputs)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", name=HEAD_LAYER, dtype="float32"
+    )(x)
+    return keras.Model(inputs, outputs, name="head_only")
+
+
+def train_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    dropout: float = 0.3,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> HeadTrainingResult:
+    """Train the head on cached features; equivalent to training on a frozen backbone.
+
+    Raises TrainingCancelled if `should_stop()` returns True (checked before
+    training and after each epoch).
+    """
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if features.ndim != 2 or len(features) != len(labels):
+        raise ValueError(
+            f"features must be [n, d] with n == len(labels); got {features.shape} and {labels.shape}"
+        )
+    if len(labels) == 0:
+        raise ValueError("cannot train the head without labelled examples")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    if epochs < 1:
+        raise ValueError(f"epochs must be positive, got {epochs}")
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled()
+
+    keras.utils.set_random_seed(seed)
+    model = head_model(features.shape[1], num_classes, dropout)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    reporter = _ProgressAndCancel(epochs, progress, should_stop)
+    callbacks: list[keras.callbacks.Callback] = [reporter]
+
+    validation_data = None
+    train_x, train_y = features, labels
+    if wants_validation(labels):
+        train_idx, val_idx = stratified_validation_split(labels, VALIDATION_FRACTION, seed)
+        train_x, train_y = features[train_idx], labels[train_idx]
+        validation_data = (features[val_idx], labels[val_idx])
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=EARLY_STOPPING_PATIENCE,
+                restore_best_weights=True,
+            )
+        )
+
+    fit = model.fit(
+        train_x,
+        train_y,
+        batch_size=batch_size,
+        epochs=epochs,
+        validation_data=validation_data,
+        class_weight=class_weights(train_y, num_classes),
+        callbacks=callbacks,
+        shuffle=True,
+        verbose=0,
+    )
+    if reporter.cancelled:
+        raise TrainingCancelled()
+
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    return HeadTrainingResult(
+        weights=[np.asarray(w) for w in model.get_layer(HEAD_LAYER).get_weights()],
+        history=history,
+        epochs_run=len(history.get("loss", [])),
+    )
+
+
+def install_head(model: keras.Model, head_weights: list[np.ndarray]) -> None:
+    """Put trained head weights into the full classifier."""
+    model.get_layer(HEAD_LAYER).set_weights(head_weights)
