@@ -78,14 +78,13 @@ def labeled_images(session: Session, project: Project, split: Split) -> list[Lab
 
 def unlabeled_pool(session: Session, project: Project) -> list[tuple[int, str]]:
     """(id, storage_path) of pool images no reader has decided on: the ones to rank."""
-    return list(
-        session.execute(
-            select(Image.id, Image.storage_path)
-            .where(Image.project_id == project.id, Image.split == Split.POOL)
-            .where(~has_reader_annotation())
-            .order_by(Image.id)
-        ).tuples()
+    rows = session.execute(
+        select(Image.id, Image.storage_path)
+        .where(Image.project_id == project.id, Image.split == Split.POOL)
+        .where(~has_reader_annotation())
+        .order_by(Image.id)
     )
+    return [(image_id, path) for image_id, path in rows]
 
 
 def label_counts(labeled: list[LabeledImage]) -> dict[int, int]:

@@ -31,7 +31,6 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"polling_interval": 0.5},
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],

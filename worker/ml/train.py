@@ -24,7 +24,7 @@ class TrainingCancelled(Exception):
 
 @dataclass
 class HeadTrainingResult:
-    weights: list[np.ndarray]  # [Dense kernel (2048 x k), bias (k)]
+    weights: list[np.ndarray]  # [Dense kernel (d x k), bias (k)], float32, for raw features
     history: dict[str, list[float]]
     epochs_run: int
 
@@ -91,6 +91,24 @@ class _ProgressAndCancel(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (1 where a feature is constant)."""
+    mean = features.mean(axis=0, dtype=np.float64)
+    std = features.std(axis=0, dtype=np.float64)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def fold_standardisation(
+    kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> list[np.ndarray]:
+    """Dense weights on raw features equal to `kernel`, `bias` on standardised ones:
+    ((x - mean) / std) @ K + b == x @ (K / std) + (b - (mean / std) @ K)."""
+    scaled = kernel.astype(np.float64) / std[:, None]
+    folded_bias = bias.astype(np.float64) - mean @ scaled
+    return [scaled.astype(np.float32), folded_bias.astype(np.float32)]
+
+
 def head_model(feature_dim: int, num_classes: int, dropout: float) -> keras.Model:
     """Dropout -> Dense(softmax): the classifier's head on its own, same layer names."""
     inputs = keras.Input(shape=(feature_dim,), name="features")
@@ -115,6 +133,9 @@ def train_head(
     should_stop: Callable[[], bool] | None = None,
 ) -> HeadTrainingResult:
     """Train the head on cached features; equivalent to training on a frozen backbone.
+
+    The returned weights apply to raw features (the standardisation used for
+    training is folded into them), so they drop straight into the classifier.
 
     Raises TrainingCancelled if `should_stop()` returns True (checked before
     training and after each epoch).
@@ -146,10 +167,21 @@ def train_head(
 
     validation_data = None
     train_x, train_y = features, labels
+    val_x = val_y = None
     if wants_validation(labels):
         train_idx, val_idx = stratified_validation_split(labels, VALIDATION_FRACTION, seed)
         train_x, train_y = features[train_idx], labels[train_idx]
-        validation_data = (features[val_idx], labels[val_idx])
+        val_x, val_y = features[val_idx], labels[val_idx]
+
+    # Train on standardised features, then fold the scaling into the Dense
+    # weights so the head still applies to raw features. Without this the
+    # optimiser barely moves on badly scaled features: a randomly initialised
+    # backbone (no ImageNet weights) gives pooled features around 1e-4 whose
+    # differences between classes are tiny in absolute terms.
+    mean, std = standardisation(train_x)
+    train_x = ((train_x - mean) / std).astype(np.float32)
+    if val_x is not None:
+        validation_data = (((val_x - mean) / std).astype(np.float32), val_y)
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss",
@@ -173,8 +205,9 @@ def train_head(
         raise TrainingCancelled()
 
     history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    kernel, bias = model.get_layer(HEAD_LAYER).get_weights()
     return HeadTrainingResult(
-        weights=[np.asarray(w) for w in model.get_layer(HEAD_LAYER).get_weights()],
+        weights=fold_standardisation(kernel, bias, mean, std),
         history=history,
         epochs_run=len(history.get("loss", [])),
     )

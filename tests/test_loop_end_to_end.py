@@ -1,0 +1,96 @@
+"""The whole loop once: login -> label -> start a round -> a real worker runs it -> re-ranked queue."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from models import Annotation, ModelVersion, Origin, Prediction, RoundStatus, TrainingRound
+from models.db import session_scope
+from tests.conftest import LoggedIn, make_user, running_worker
+
+pytestmark = pytest.mark.slow
+
+LABELS = ["basophil", "eosinophil", "lymphocyte", "neutrophil"]
+
+
+def _label_some(reader: LoggedIn, project_id: int, n: int) -> list[int]:
+    page = reader.get(f"/label/{project_id}")
+    assert page.status_code == 200
+    html = page.text
+    labeled = []
+    for i in range(n):
+        image_id = int(re.search(r'data-image-id="(\d+)"', html).group(1))
+        submission = re.search(r'name="submission_id" value="(\w+)"', html).group(1)
+        response = reader.post(f"/label/{project_id}/cells/{image_id}", data={
+            "choice": LABELS[i % len(LABELS)], "submission_id": submission, "duration_ms": "900"})
+        assert response.status_code == 200, response.text
+        html = response.text
+        labeled.append(image_id)
+    return labeled
+
+
+def _wait_for(settings, round_id: int, timeout: float = 240) -> TrainingRound:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_scope(settings.database_url) as s:
+            rnd = s.get(TrainingRound, round_id)
+            if rnd.status.is_finished:
+                return rnd
+        time.sleep(0.5)
+    raise AssertionError(f"round {round_id} did not finish in {timeout} s")
+
+
+def test_label_train_rerank(app, client, settings, demo_project):
+    make_user(settings, "path1", "pathologist")
+    make_user(settings, "boss", "admin")
+    reader = LoggedIn(client, "path1")
+    labeled = _label_some(reader, demo_project, 12)
+    assert len(set(labeled)) == 12  # the queue never showed a cell twice
+
+    admin = LoggedIn(app.test_client(), "boss")
+    response = admin.post(f"/admin/projects/{demo_project}/rounds")
+    assert response.status_code == 200, response.text
+    round_id = int(re.search(r'id="round-(\d+)"', response.text).group(1))
+    assert 'hx-trigger="every 2s"' in response.text  # live status while queued
+
+    with running_worker(app.extensions["celery"]):
+        rnd = _wait_for(settings, round_id)
+    assert rnd.status == RoundStatus.SUCCEEDED, rnd.error
+    assert rnd.progress == 1.0 and rnd.n_train == 12 and rnd.worker
+
+    row = admin.get(f"/admin/rounds/{round_id}/row")
+    assert "succeeded" in row.text and "hx-trigger" not in row.text  # polling stops
+
+    with session_scope(settings.database_url) as s:
+        version = s.scalar(select(ModelVersion).where(ModelVersion.round_id == round_id))
+        assert version.is_active
+        assert (settings.storage_dir / version.artifact_path).is_file()
+        test = version.metrics["test"]
+        assert test["n"] > 0 and 0 <= test["accuracy"] <= 1
+        assert len(test["confusion_matrix"]) == 8
+        n_pred = s.scalar(select(func.count(Prediction.id))
+                          .where(Prediction.model_version_id == version.id))
+        n_reader = s.scalar(select(func.count(Annotation.id))
+                            .where(Annotation.origin == Origin.READER))
+        entropies = s.scalars(select(Prediction.entropy)
+                              .where(Prediction.model_version_id == version.id)).all()
+    assert n_reader == 12
+    assert n_pred == rnd.n_scored > 0
+
+    # The queue now follows the ranking: highest entropy first, with suggestions.
+    queue = reader.get(f"/api/projects/{demo_project}/queue?limit=5").json
+    assert queue["order"] == "entropy" and queue["model_version_id"] == version.id
+    shown = [c["entropy"] for c in queue["cells"]]
+    assert shown == sorted(shown, reverse=True)
+    assert shown[0] == pytest.approx(max(entropies))
+    assert not set(c["image_id"] for c in queue["cells"]) & set(labeled)
+
+    page = reader.get(f"/label/{demo_project}")
+    top = queue["cells"][0]
+    assert f'data-image-id="{top["image_id"]}"' in page.text
+    assert f'id="suggestion-name">{top["suggestion"]}<' in page.text
+    assert re.search(r'id="suggestion-confidence">\d+%', page.text)
