@@ -55,7 +55,9 @@ class CellClassifier:
     ) -> None:
         outputs = int(model.output.shape[-1])
         if outputs != len(class_ids):
-            raise ValueError(f"model has {outputs} outputs but {len(class_ids)} class ids were given")
+            raise ValueError(
+                f"model has {outputs} outputs but {len(class_ids)} class ids were given"
+            )
         self.model = model
         self.class_ids = [int(c) for c in class_ids]
         self.input_size = int(input_size)
@@ -122,7 +124,9 @@ class CellClassifier:
         Plain NumPy: re-scoring thousands of cached feature rows after each
         training round is one matrix product, no TensorFlow call overhead.
         """
-        kernel, bias = (np.asarray(w, dtype=np.float32) for w in self.model.get_layer(HEAD_LAYER).get_weights())
+        kernel, bias = (
+            np.asarray(w, dtype=np.float32) for w in self.model.get_layer(HEAD_LAYER).get_weights()
+        )
         features = np.asarray(features, dtype=np.float32)
         probs = np.empty((len(features), len(self.class_ids)), dtype=np.float32)
         for start in range(0, len(features), batch_size):
@@ -137,11 +141,18 @@ class CellClassifier:
         progress: Callable[[int, int], None] | None = None,
         failures: list[tuple[int, str]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities `[n, k]` through the full model (zeros where an image failed) and the ok mask."""
+        """Class probabilities `[n, k]` through the full model, and the ok mask.
+
+        Rows of images that failed to load are zero.
+        """
         return apply_to_images(self.model, paths, self.input_size, batch_size, progress, failures)
 
     def save(self, path: Path) -> None:
-        """Write the model to `path` (.keras) and its metadata to `path.with_suffix('.json')`, each atomically."""
+        """Write the model to `path` (.keras) and metadata to `path.with_suffix('.json')`.
+
+        Each file is replaced atomically; the model first, so a sidecar never
+        describes a model file that is not there yet.
+        """
         path = Path(path)
         if path.suffix != MODEL_SUFFIX:
             raise ValueError(f"model path must end in {MODEL_SUFFIX}: {path}")

@@ -75,7 +75,10 @@ def image_batches(
 
         def submit(start: int) -> list[tuple[int, Future]]:
             stop = min(start + batch_size, len(paths))
-            return [(i, pool.submit(_load_or_error, paths[i], input_size)) for i in range(start, stop)]
+            return [
+                (i, pool.submit(_load_or_error, paths[i], input_size))
+                for i in range(start, stop)
+            ]
 
         pending: deque[list[tuple[int, Future]]] = deque([submit(starts[0])])
         for next_start in [*starts[1:], None]:

@@ -16,6 +16,9 @@ MIN_LABELS_FOR_VALIDATION = 20
 MIN_PER_CLASS_FOR_VALIDATION = 2
 VALIDATION_FRACTION = 0.15
 EARLY_STOPPING_PATIENCE = 5
+# Features whose spread is below this fraction of the largest one are treated
+# as constant when standardising (see `standardisation`).
+CONSTANT_FEATURE_STD = 1e-6
 
 
 class TrainingCancelled(Exception):
@@ -92,10 +95,15 @@ class _ProgressAndCancel(keras.callbacks.Callback):
 
 
 def standardisation(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation (1 where a feature is constant)."""
+    """Per-feature mean and standard deviation, 1 where a feature is (nearly) constant.
+
+    "Nearly": a constant float32 column can come out with a rounding-error std
+    (~1e-17); dividing by that would give a huge folded weight that blows up
+    as soon as the feature moves at prediction time.
+    """
     mean = features.mean(axis=0, dtype=np.float64)
     std = features.std(axis=0, dtype=np.float64)
-    std[std == 0] = 1.0
+    std[std <= CONSTANT_FEATURE_STD * std.max(initial=0.0)] = 1.0
     return mean, std
 
 
@@ -144,7 +152,8 @@ def train_head(
     labels = np.asarray(labels, dtype=np.int64)
     if features.ndim != 2 or len(features) != len(labels):
         raise ValueError(
-            f"features must be [n, d] with n == len(labels); got {features.shape} and {labels.shape}"
+            "features must be [n, d] with n == len(labels); "
+            f"got {features.shape} and {labels.shape}"
         )
     if len(labels) == 0:
         raise ValueError("cannot train the head without labelled examples")
