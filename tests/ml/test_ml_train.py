@@ -4,6 +4,8 @@ import pytest
 from worker.ml.train import (
     TrainingCancelled,
     class_weights,
+    fold_standardisation,
+    standardisation,
     stratified_validation_split,
     train_head,
 )
@@ -36,7 +38,12 @@ def test_head_learns_separable_classes_without_validation():
     features, labels = separable_features(6)  # 18 labels: too few to hold out
     seen = []
     result = train_head(
-        features, labels, 3, epochs=15, batch_size=8, progress=lambda e, n, logs: seen.append((e, n, logs))
+        features,
+        labels,
+        3,
+        epochs=15,
+        batch_size=8,
+        progress=lambda e, n, logs: seen.append((e, n, logs)),
     )
     assert result.epochs_run == 15
     assert "val_loss" not in result.history
@@ -88,3 +95,27 @@ def test_rejects_bad_labels():
         train_head(features, labels + 1, 3, epochs=1, batch_size=4)
     with pytest.raises(ValueError):
         train_head(features[:0], labels[:0], 3, epochs=1, batch_size=4)
+
+
+def test_folded_weights_apply_to_raw_features():
+    rng = np.random.default_rng(3)
+    raw = rng.normal(5e-4, 3e-5, (50, 16)).astype(np.float32)
+    raw[:, 3] = 0.0  # a dead unit: constant, std 0
+    raw[:, 5] = np.float32(0.1)  # constant, but its float64 std may be rounding noise
+    kernel = rng.normal(size=(16, 4)).astype(np.float32)
+    bias = rng.normal(size=4).astype(np.float32)
+    mean, std = standardisation(raw)
+    folded_kernel, folded_bias = fold_standardisation(kernel, bias, mean, std)
+    expected = ((raw - mean) / std) @ kernel + bias
+    np.testing.assert_allclose(raw @ folded_kernel + folded_bias, expected, rtol=1e-4, atol=1e-4)
+    assert folded_kernel.dtype == np.float32 and folded_bias.dtype == np.float32
+    assert std[3] == std[5] == 1.0
+
+
+def test_head_learns_tiny_scaled_features():
+    # Like pooled features of a randomly initialised backbone: ~1e-4 in size.
+    features, labels = separable_features(6)
+    features = features * 1e-5 + 3e-4
+    result = train_head(features, labels, 3, epochs=15, batch_size=8)
+    logits = features @ result.weights[0] + result.weights[1]
+    assert (logits.argmax(axis=1) == labels).mean() > 0.8

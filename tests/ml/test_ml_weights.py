@@ -75,7 +75,9 @@ def test_auto_offline_falls_back_with_a_short_warning(empty_keras_home):
 
 
 def test_short_reason_keeps_the_useful_part():
-    exc = Exception("URL fetch failure on https://x/y.h5: None -- [Errno -2] Name or service not known")
+    exc = Exception(
+        "URL fetch failure on https://x/y.h5: None -- [Errno -2] Name or service not known"
+    )
     assert short_reason(exc) == "[Errno -2] Name or service not known"
     assert short_reason(TimeoutError("timed out\nmore")) == "TimeoutError: timed out"
     assert short_reason(OSError()) == "OSError"
