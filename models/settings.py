@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -102,13 +103,29 @@ def _secret_key(env: Mapping[str, str], instance_dir: Path) -> str:
         return value
     # Generated once per instance and kept, so sessions survive restarts.
     key_file = instance_dir / "secret_key"
-    if key_file.exists():
-        return key_file.read_text().strip()
-    instance_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
+    if not key_file.exists():
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        # Written aside and linked into place: a crash never leaves an empty key
+        # file, and two processes starting at once end up with the same key.
+        fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".secret_key-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            try:
+                os.link(tmp, key_file)
+            except FileExistsError:
+                pass  # another process won the race; use its key
+        finally:
+            os.unlink(tmp)
+    key = key_file.read_text().strip()
+    if len(key) < 16:
+        raise SettingsError(
+            f"{key_file} is empty or too short; delete it to have a new key generated, "
+            f"or set {PREFIX}SECRET_KEY"
+        )
     return key
 
 

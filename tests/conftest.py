@@ -207,10 +207,13 @@ def demo_project(settings, tmp_path):
 
 @contextmanager
 def running_worker(celery_app):
-    """A real Celery worker consuming the app's queues, in a thread of this process."""
+    """A real Celery worker consuming the app's queues, in a thread of this process.
+
+    Celery's test worker never sends ``worker_ready``, so start-up clean-up is
+    tested against the real ``celery worker`` command (tests/test_worker.py).
+    """
     from celery.contrib.testing.worker import start_worker
 
-    import worker.signals  # noqa: F401  (start-up clean-up, as in the real worker)
     import worker.tasks  # noqa: F401
 
     with start_worker(celery_app, pool="solo", perform_ping_check=False,

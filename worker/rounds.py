@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from models import (
-    ModelVersion, Prediction, Project, RoundStatus, Split, TrainingRound, utcnow,
+    Image, ModelVersion, Prediction, Project, RoundStatus, Split, TrainingRound, utcnow,
 )
 from models.db import session_scope
 from models.labels import label_counts, labeled_images, unlabeled_pool
@@ -169,30 +169,31 @@ def _train_and_score(settings: Settings, round_id: int, progress: _Progress) -> 
     timings["build_s"] = time.perf_counter() - t0
 
     # One backbone pass over every image the round needs: training, test and
-    # pool cells.  The head trains on these cached features (a frozen base),
-    # and evaluation and scoring reuse them instead of running the base again.
-    root = settings.storage_dir
-    paths = [root / x.storage_path for x in train] + [root / x.storage_path for x in test] \
-        + [root / p for _, p in pool]
+    # pool cells, each once (a trusted reference label puts a pool cell in both
+    # the training set and the pool).  The head trains on these cached features
+    # (a frozen base); evaluation and scoring reuse them.
+    rel_paths = {x.image_id: x.storage_path for x in train + test}
+    rel_paths.update(pool)
+    image_ids = list(rel_paths)
+    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
     failures: list[tuple[int, str]] = []
     t = time.perf_counter()
     feats, ok = clf.features(
-        paths, settings.batch_size, failures=failures,
+        [settings.storage_dir / rel_paths[i] for i in image_ids], settings.batch_size,
+        failures=failures,
         progress=lambda done, total: progress(
             "features", done / max(total, 1), f"reading cells: {done}/{total}"),
     )
     timings["features_s"] = time.perf_counter() - t
     if failures:
-        warnings = warnings + [
-            f"{len(failures)} image(s) could not be read and were skipped, e.g. "
-            + "; ".join(f"{Path(paths[i]).name}: {why}" for i, why in failures[:3])
-        ]
+        warnings = warnings + [_unreadable_warning(settings, [(image_ids[r], why) for r, why in failures])]
         _record(settings, round_id, warnings=warnings)
-    n_train, n_test = len(train), len(test)
-    tr = np.arange(n_train)[ok[:n_train]]
-    te = n_train + np.arange(n_test)[ok[n_train:n_train + n_test]]
-    po = n_train + n_test + np.arange(len(pool))[ok[n_train + n_test:]]
-    y_train = np.array([index_of[train[i].label_class_id] for i in tr], dtype=np.int64)
+    tr = np.array([row_of[x.image_id] for x in train if ok[row_of[x.image_id]]], dtype=np.int64)
+    te = np.array([row_of[x.image_id] for x in test if ok[row_of[x.image_id]]], dtype=np.int64)
+    pool_ids = [i for i, _ in pool if ok[row_of[i]]]
+    po = np.array([row_of[i] for i in pool_ids], dtype=np.int64)
+    label_of = {row_of[x.image_id]: x.label_class_id for x in train + test}
+    y_train = np.array([index_of[label_of[r]] for r in tr], dtype=np.int64)
     check_trainable(
         {class_ids[k]: int(v) for k, v in zip(*np.unique(y_train, return_counts=True))},
         names, min_per_class,
@@ -217,7 +218,7 @@ def _train_and_score(settings: Settings, round_id: int, progress: _Progress) -> 
     metrics: dict[str, Any] = {"epochs_run": result.epochs_run}
     class_names = [names[c] for c in class_ids]
     if len(te):
-        y_test = np.array([index_of[test[i - n_train].label_class_id] for i in te])
+        y_test = np.array([index_of[label_of[r]] for r in te])
         p_test = clf.predict_features(feats[te])
         metrics["test"] = classification_metrics(y_test, p_test.argmax(1), class_names)
     else:
@@ -229,7 +230,6 @@ def _train_and_score(settings: Settings, round_id: int, progress: _Progress) -> 
     t = time.perf_counter()
     probs = clf.predict_features(feats[po]) if len(po) else np.zeros((0, len(class_ids)))
     timings["score_s"] = time.perf_counter() - t
-    pool_ids = [pool[i - n_train - n_test][0] for i in po]
 
     artifact = Path("models") / f"project-{project_id}" / f"round-{round_id}.keras"
     t = time.perf_counter()
@@ -239,6 +239,15 @@ def _train_and_score(settings: Settings, round_id: int, progress: _Progress) -> 
     timings["total_s"] = time.perf_counter() - t0
     _publish(settings, round_id, project_id, clf, class_ids, artifact, metrics, pool_ids, probs,
              warnings=warnings, timings=timings, n_train=len(tr), n_test=len(te))
+
+
+def _unreadable_warning(settings: Settings, failed: list[tuple[int, str]]) -> str:
+    """Name the unreadable cells as the user knows them: id and original file name."""
+    with session_scope(settings.database_url) as s:
+        names = dict(s.execute(select(Image.id, Image.original_name)
+                               .where(Image.id.in_([i for i, _ in failed[:3]]))).all())
+    examples = "; ".join(f"cell {i} ({names.get(i, '?')}): {why}" for i, why in failed[:3])
+    return f"{len(failed)} image(s) could not be read and were skipped, e.g. {examples}"
 
 
 def _record(settings: Settings, round_id: int, **values: Any) -> None:

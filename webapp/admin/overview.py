@@ -23,9 +23,9 @@ class ProjectOverview:
 
 
 def project_overview(session: Session, project: Project, n_rounds: int = 20) -> ProjectOverview:
-    per_split = dict(session.execute(
+    per_split = {split: n for split, n in session.execute(
         select(Image.split, func.count(Image.id)).where(Image.project_id == project.id)
-        .group_by(Image.split)).tuples().all())
+        .group_by(Image.split))}
     reader_labeled = session.scalar(
         select(func.count(func.distinct(Annotation.image_id)))
         .join(Image, Image.id == Annotation.image_id)

@@ -51,12 +51,13 @@ def queue(project_id: int):
     project = db.get(Project, project_id)
     if project is None:
         abort(404, description=f"There is no project {project_id}.")
-    limit = request.args.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    raw = request.args.get("limit", "50")
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 1 <= limit <= 1000:
         abort(400, description="limit must be a whole number from 1 to 1000")
     version = active_version(db, project.id)
     names = {c.id: c.name for c in project.classes}
-    rows = ranked(db, project, int(limit), version=version)
+    rows = ranked(db, project, limit, version=version)
     return {
         "project_id": project.id,
         "model_version_id": version.id if version else None,
