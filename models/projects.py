@@ -15,6 +15,9 @@ class Project(Base):
     __table_args__ = (
         CheckConstraint("test_share >= 0 AND test_share < 1", name="test_share_range"),
         CheckConstraint("min_labels_per_class >= 1", name="min_labels_positive"),
+        CheckConstraint("fine_tune_blocks >= 0 AND fine_tune_blocks <= 11", name="fine_tune_blocks_range"),
+        CheckConstraint("retrain_after_new_labels IS NULL OR retrain_after_new_labels >= 1",
+                        name="retrain_after_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -28,6 +31,14 @@ class Project(Base):
     # A class needs this many training labels to be learned; rounds refuse to
     # start when fewer than two classes reach it.
     min_labels_per_class: Mapped[int] = mapped_column(default=1)
+    # Scheduled retraining: start a round once this many training labels were
+    # added since the last round (None: only rounds an admin starts).
+    retrain_after_new_labels: Mapped[int | None]
+    # Phase 2 of training unfreezes this many of InceptionV3's top blocks
+    # (0: the head alone is trained, on cached features).
+    fine_tune_blocks: Mapped[int] = mapped_column(default=2)
+    # Start each round's network from the active model's weights.
+    warm_start: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     classes: Mapped[list[LabelClass]] = relationship(

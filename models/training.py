@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
@@ -24,9 +24,21 @@ class RoundStatus(enum.StrEnum):
         return self in {RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED}
 
 
+ACTIVE_ROUND_STATUSES = ("queued", "running")
+
+
 class TrainingRound(Base):
     __tablename__ = "training_rounds"
-    __table_args__ = (Index("ix_training_rounds_project_status", "project_id", "status"),)
+    __table_args__ = (
+        Index("ix_training_rounds_project_status", "project_id", "status"),
+        # One round at a time per project, enforced by the database itself so
+        # two admins (or an admin and the scheduler) cannot both start one.
+        Index(
+            "uq_training_rounds_one_active", "project_id", unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -54,11 +66,23 @@ class TrainingRound(Base):
     n_train: Mapped[int | None]
     n_test: Mapped[int | None]
     n_scored: Mapped[int | None]
+    # Training labels the project had when the round was created: the
+    # scheduler counts new labels from here.
+    labels_at_start: Mapped[int | None]
+    eta_seconds: Mapped[float | None]
+    # Deliveries of this round to a worker (a lost worker's round is retried once).
+    attempts: Mapped[int] = mapped_column(default=0)
 
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (Index("ix_model_versions_project_active", "project_id", "is_active"),)
+    __table_args__ = (
+        Index("ix_model_versions_project_active", "project_id", "is_active"),
+        Index(
+            "uq_model_versions_one_active", "project_id", unique=True,
+            sqlite_where=text("is_active"), postgresql_where=text("is_active"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -70,7 +94,17 @@ class ModelVersion(Base):
     input_size: Mapped[int]
     backbone_weights: Mapped[str] = mapped_column(String(500))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Temperature fitted on validation; suggestions and uncertainty use
+    # softmax(logits / temperature).
+    temperature: Mapped[float] = mapped_column(default=1.0)
+    n_train: Mapped[int] = mapped_column(default=0)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Which backbone its cached features belong to: a pristine backbone's key
+    # ("imagenet-299") is shared across rounds; a fine-tuned one is its own.
+    feature_key: Mapped[str] = mapped_column(String(120), default="")
+    parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     is_active: Mapped[bool] = mapped_column(default=False)
+    activated_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -12,8 +12,12 @@ from migrations.runner import downgrade, upgrade
 from models.base import Base
 from tests.conftest import fresh_postgres_database
 
-TABLES = {"annotations", "images", "label_classes", "model_versions", "predictions",
-          "projects", "training_rounds", "users"}
+from alembic.script import ScriptDirectory
+
+from migrations.runner import alembic_config
+
+TABLES = set(Base.metadata.tables)
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def _diff(url: str) -> list:
@@ -40,12 +44,13 @@ def _state(url: str) -> tuple[set[str], str | None]:
 
 
 def test_metadata_has_every_table():
-    assert set(Base.metadata.tables) == TABLES
+    assert {"annotations", "images", "label_classes", "model_versions", "predictions",
+            "projects", "training_rounds", "users"} <= TABLES
 
 
 def _check_round_trip(url: str) -> None:
     upgrade(url)
-    assert _state(url) == (TABLES, "0001")
+    assert _state(url) == (TABLES, HEAD)
     assert _diff(url) == []
 
     downgrade(url, "base")
@@ -53,7 +58,7 @@ def _check_round_trip(url: str) -> None:
     assert tables == set() and version is None
 
     upgrade(url)
-    assert _state(url) == (TABLES, "0001")
+    assert _state(url) == (TABLES, HEAD)
     assert _diff(url) == []
     upgrade(url)  # already at head: a no-op
     assert _diff(url) == []
@@ -101,4 +106,38 @@ def test_url_with_percent_sign(tmp_path):
     url = f"sqlite:///{folder / 'db.sqlite'}"
     upgrade(url)
     assert (folder / "db.sqlite").is_file()
-    assert _state(url) == (TABLES, "0001")
+    assert _state(url) == (TABLES, HEAD)
+
+
+def _upgrade_with_rows(url: str) -> None:
+    """Each migration applies to a database that already holds data."""
+    upgrade(url, "0001")
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO projects (id, name, description, test_share, "
+                          "train_on_reference, min_labels_per_class, created_at) VALUES "
+                          "(1, 'p', '', 0.1, false, 1, CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO training_rounds (id, project_id, status, progress, phase, "
+                          "trigger, created_at, warnings, config, timings) VALUES "
+                          "(1, 1, 'succeeded', 1.0, 'done', 'cli', CURRENT_TIMESTAMP, '[]', '{}', '{}')"))
+        conn.execute(text("INSERT INTO model_versions (id, project_id, round_id, artifact_path, "
+                          "class_ids, input_size, backbone_weights, metrics, is_active, created_at) "
+                          "VALUES (1, 1, 1, 'm.keras', '[1, 2]', 75, 'none', '{}', true, "
+                          "CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    upgrade(url)
+    assert _diff(url) == []
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT temperature, n_train, feature_key FROM model_versions")).one()
+    engine.dispose()
+    assert tuple(row) == (1.0, 0, "")
+
+
+def test_sqlite_upgrade_keeps_existing_rows(tmp_path):
+    _upgrade_with_rows(f"sqlite:///{tmp_path / 'rows.sqlite'}")
+
+
+def test_postgres_upgrade_keeps_existing_rows():
+    with fresh_postgres_database(migrate=False) as url:
+        _upgrade_with_rows(url)

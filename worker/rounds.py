@@ -134,6 +134,7 @@ class _Cancelled(Exception):
 
 
 def _train_and_score(settings: Settings, round_id: int, progress: _Progress) -> None:
+    from worker.ml import embeddings
     from worker.ml.backend import CellClassifier
     from worker.ml.evaluate import classification_metrics
     from worker.ml.train import TrainingCancelled
@@ -235,6 +236,9 @@ def _train_and_score(settings: Settings, round_id: int, progress: _Progress) -> 
     t = time.perf_counter()
     (settings.storage_dir / artifact).parent.mkdir(parents=True, exist_ok=True)
     clf.save(settings.storage_dir / artifact)
+    seen = np.flatnonzero(ok)
+    embeddings.save(embeddings.embeddings_path(settings.storage_dir / artifact),
+                    np.asarray(image_ids)[seen], embeddings.project(feats[seen]))
     timings["save_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     _publish(settings, round_id, project_id, clf, class_ids, artifact, metrics, pool_ids, probs,
