@@ -40,6 +40,9 @@ class Settings:
     backbone_weights: str  # "auto", "imagenet", "none" or a path to an .h5 file
     batch_size: int
     head_epochs: int
+    fine_tune_epochs: int
+    mixed_precision: str  # "auto", "on" or "off"
+    schedule_seconds: int
     max_image_pixels: int
     max_upload_bytes: int
     round_stale_seconds: int
@@ -68,6 +71,13 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
         raise SettingsError(f"{PREFIX}{name}={raw!r} is not an integer") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{PREFIX}{name}={value} is outside {lo}..{hi}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(PREFIX + name, "") or default).strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{PREFIX}{name}={value!r}: expected one of {', '.join(allowed)}")
     return value
 
 
@@ -133,7 +143,8 @@ KNOWN_NAMES = {
     PREFIX + n
     for n in (
         "INSTANCE_DIR", "DATABASE_URL", "BROKER_URL", "STORAGE_DIR", "SECRET_KEY",
-        "INPUT_SIZE", "BACKBONE_WEIGHTS", "BATCH_SIZE", "HEAD_EPOCHS",
+        "INPUT_SIZE", "BACKBONE_WEIGHTS", "BATCH_SIZE", "HEAD_EPOCHS", "FINE_TUNE_EPOCHS",
+        "MIXED_PRECISION", "SCHEDULE_SECONDS",
         "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "ROUND_STALE_SECONDS", "LOG_LEVEL",
     )
 } | _KNOWN_NON_SETTINGS
@@ -153,9 +164,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     instance_dir = Path(env.get(PREFIX + "INSTANCE_DIR", "") or "instance").expanduser().resolve()
     storage_raw = env.get(PREFIX + "STORAGE_DIR", "")
     storage_dir = Path(storage_raw).expanduser().resolve() if storage_raw else instance_dir / "storage"
-    log_level = (env.get(PREFIX + "LOG_LEVEL", "") or "INFO").upper()
-    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise SettingsError(f"{PREFIX}LOG_LEVEL={log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
     return Settings(
         instance_dir=instance_dir,
         database_url=_url(
@@ -172,8 +180,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         backbone_weights=_weights(env.get(PREFIX + "BACKBONE_WEIGHTS", "") or "auto"),
         batch_size=_int(env, "BATCH_SIZE", 32, 1, 4096),
         head_epochs=_int(env, "HEAD_EPOCHS", 30, 1, 1000),
+        fine_tune_epochs=_int(env, "FINE_TUNE_EPOCHS", 10, 0, 1000),
+        mixed_precision=_choice(env, "MIXED_PRECISION", "auto", ("auto", "on", "off")),
+        schedule_seconds=_int(env, "SCHEDULE_SECONDS", 60, 5, 24 * 3600),
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, 1024, 1_000_000_000),
         max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1024, 1 << 40),
         round_stale_seconds=_int(env, "ROUND_STALE_SECONDS", 900, 30, 7 * 24 * 3600),
-        log_level=log_level,
+        log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
     )

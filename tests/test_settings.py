@@ -32,7 +32,9 @@ def test_base_env_loads(tmp_path):
     ("HEMALOOP_HEAD_EPOCHS", "2.5", ["HEMALOOP_HEAD_EPOCHS", "not an integer"]),
     ("HEMALOOP_MAX_IMAGE_PIXELS", "-1", ["HEMALOOP_MAX_IMAGE_PIXELS", "outside"]),
     ("HEMALOOP_ROUND_STALE_SECONDS", "5", ["HEMALOOP_ROUND_STALE_SECONDS=5", "outside"]),
-    ("HEMALOOP_LOG_LEVEL", "chatty", ["HEMALOOP_LOG_LEVEL", "CHATTY"]),
+    ("HEMALOOP_LOG_LEVEL", "chatty", ["HEMALOOP_LOG_LEVEL", "chatty"]),
+    ("HEMALOOP_MIXED_PRECISION", "maybe", ["HEMALOOP_MIXED_PRECISION", "maybe"]),
+    ("HEMALOOP_FINE_TUNE_EPOCHS", "-1", ["HEMALOOP_FINE_TUNE_EPOCHS"]),
 ])
 def test_bad_values_are_refused_by_name(tmp_path, name, value, words):
     with pytest.raises(SettingsError) as err:

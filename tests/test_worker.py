@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import (
-    Annotation, Image, ModelVersion, Prediction, RoundStatus, TrainingRound, utcnow,
+    Annotation, Image, ModelVersion, Project, Prediction, RoundStatus, TrainingRound, utcnow,
 )
 from models.db import session_scope
 from models.settings import load_settings
@@ -187,17 +187,20 @@ def test_round_claimed_by_another_worker_is_left_alone(settings, tmp_path):
 # --- fail_lost_rounds ---------------------------------------------------------------------
 
 def test_fail_lost_rounds(settings, tmp_path):
+    # One project per round: a project can only have one round queued or running.
     with session_scope(settings.database_url) as s:
-        pid = create_project(s, "p", "pbc8").id
+        pids = [create_project(s, f"p{i}", "pbc8").id for i in range(6)]
     now = utcnow()
     old = now - timedelta(seconds=settings.round_stale_seconds + 60)
     running = dict(status=RoundStatus.RUNNING, started_at=old, phase="training", progress=0.4)
-    restarted = _add_round(settings, pid, worker="celery@restarted", heartbeat_at=now, **running)
-    stale = _add_round(settings, pid, worker="celery@stale", **{**running, "heartbeat_at": old})
-    no_beat = _add_round(settings, pid, worker="celery@silent", **running)
-    fresh = _add_round(settings, pid, worker="celery@busy", heartbeat_at=now, **running)
-    queued = _add_round(settings, pid)
-    done = _add_round(settings, pid, status=RoundStatus.SUCCEEDED, worker="celery@restarted",
+    restarted = _add_round(settings, pids[0], worker="celery@restarted", heartbeat_at=now,
+                           **running)
+    stale = _add_round(settings, pids[1], worker="celery@stale",
+                       **{**running, "heartbeat_at": old})
+    no_beat = _add_round(settings, pids[2], worker="celery@silent", **running)
+    fresh = _add_round(settings, pids[3], worker="celery@busy", heartbeat_at=now, **running)
+    queued = _add_round(settings, pids[4])
+    done = _add_round(settings, pids[5], status=RoundStatus.SUCCEEDED, worker="celery@restarted",
                       heartbeat_at=old, finished_at=old)
     untouched = {r: _row(_round(settings, r)) for r in (fresh, queued, done)}
 
@@ -219,12 +222,30 @@ def test_fail_lost_rounds(settings, tmp_path):
     assert _round(settings, fresh).status == RoundStatus.RUNNING
 
 
+def test_admin_pages_requeue_a_lost_round_once(app, client, settings):
+    """A round whose worker vanished is sent again once; the admin sees why."""
+    with session_scope(settings.database_url) as s:
+        pid = create_project(s, "p", "pbc8").id
+    old = utcnow() - timedelta(hours=2)
+    lost = _add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
+                      started_at=old, heartbeat_at=old, attempts=1)
+    make_user(settings, "boss", "admin")
+    admin = LoggedIn(client, "boss")
+    row = admin.get(f"/admin/rounds/{lost}/row")
+    assert row.status_code == 200
+    assert 'data-status="queued"' in row.text and "Queued again" in row.text
+    assert 'hx-trigger="every 2s"' in row.text  # still followed live
+    rnd = _round(settings, lost)
+    assert rnd.status == RoundStatus.QUEUED and rnd.celery_task_id  # really sent again
+
+
 def test_admin_pages_fail_stale_rounds(app, client, settings):
+    """After its last attempt, a lost round is failed with the reason."""
     with session_scope(settings.database_url) as s:
         pid = create_project(s, "p", "pbc8").id
     old = utcnow() - timedelta(hours=2)
     stale = _add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
-                       started_at=old, heartbeat_at=old)
+                       started_at=old, heartbeat_at=old, attempts=2)
     make_user(settings, "boss", "admin")
     admin = LoggedIn(client, "boss")
     row = admin.get(f"/admin/rounds/{stale}/row")
@@ -286,62 +307,84 @@ def test_round_through_redis_and_a_real_worker(tmp_path, sqlite_url, redis_db):
     assert queue["order"] == "entropy" and len(queue["cells"]) == 12
 
 
-def test_real_worker_start_fails_its_leftover_rounds(tmp_path, sqlite_url):
-    """`celery -A worker.main worker` (what `hemaloop worker` runs): on start-up its
-    worker_ready handler fails the rounds a previous run under the same name left
-    running, and the rounds it runs carry that name, so the next restart finds them.
+def _start_worker(env: dict, name: str, log_path: Path) -> subprocess.Popen:
+    from webapp.cli import worker_command
+
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("HEMALOOP_")}
+    proc_env.update(env, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        worker_command() + ["-n", name, "--without-heartbeat", "--without-mingle",
+                            "--without-gossip"],
+        cwd=REPO, env=proc_env, stdout=log_path.open("a"), stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_until(predicate, proc, log_path: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+
+
+def test_worker_killed_mid_round_is_recovered_on_restart(tmp_path, sqlite_url):
+    """`celery -A worker.main worker` (what `hemaloop worker` runs) is killed (SIGKILL)
+    while it trains; started again under the same name, its worker_ready handler
+    queues the round again and the round then succeeds.  Another worker's running
+    round is left alone.
 
     (The in-process ``running_worker`` does not send worker_ready: Celery's
     TestWorkController replaces the hook that sends it, so this needs the real command.)
     """
-    from webapp.cli import worker_command
-    from webapp.rounds import enqueue_round
     from worker.celery_app import make_celery
+    from worker.launch import create_round, enqueue_round
 
     env = base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url)
     settings = load_settings(env)
-    src = small_demo_copy(tmp_path / "one-class", per_class=2, classes=["neutrophil"])
+    src = small_demo_copy(tmp_path / "cells", per_class=4, classes=["neutrophil", "platelet"])
     with session_scope(settings.database_url) as s:
-        project = create_project(s, "p", "pbc8", test_share=0.0, train_on_reference=True)
+        project = create_project(s, "p", "pbc8", test_share=0.0, train_on_reference=True,
+                                 fine_tune_blocks=0)
         import_path(s, settings.storage_dir, project, src, max_pixels=settings.max_image_pixels)
-        pid = project.id
-    name = f"hemaloop-test-{uuid.uuid4().hex[:8]}@localhost"
+        other = create_project(s, "other", "pbc8")
+        pid, other_id = project.id, other.id
     now = utcnow()
-    running = dict(status=RoundStatus.RUNNING, started_at=now, heartbeat_at=now, phase="training")
-    mine = _add_round(settings, pid, worker=name, **running)
-    theirs = _add_round(settings, pid, worker="celery@elsewhere", **running)
-    # A round waiting in the queue, for the worker to run once it is up (it fails
-    # quickly: one class only).
-    queued = _add_round(settings, pid)
+    theirs = _add_round(settings, other_id, worker="celery@elsewhere", status=RoundStatus.RUNNING,
+                        started_at=now, heartbeat_at=now, phase="training")
     with session_scope(settings.database_url) as s:
-        enqueue_round(s, make_celery(settings), s.get(TrainingRound, queued))
-    assert _round(settings, queued).celery_task_id
+        rnd = create_round(s, s.get(Project, pid), trigger="cli")
+        enqueue_round(s, make_celery(settings), rnd)
+        round_id = rnd.id
 
-    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("HEMALOOP_")}
-    proc_env.update(env, PYTHONPATH=str(REPO))
+    name = f"hemaloop-test-{uuid.uuid4().hex[:8]}@localhost"
     log_path = tmp_path / "worker.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(worker_command() + ["-n", name, "--without-heartbeat",
-                                                    "--without-mingle", "--without-gossip"],
-                                cwd=REPO, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 180
-            while not _round(settings, queued).status.is_finished:
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.5)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    proc = _start_worker(env, name, log_path)
+    try:
+        _wait_until(lambda: _round(settings, round_id).status == RoundStatus.RUNNING,
+                    proc, log_path)
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = _round(settings, round_id)
+    assert killed.status == RoundStatus.RUNNING and killed.worker == name
 
-    rnd = _round(settings, mine)
-    assert rnd.status == RoundStatus.FAILED, log_path.read_text()
-    assert "stopped (restarted or killed)" in rnd.error
+    proc = _start_worker(env, name, log_path)
+    try:
+        _wait_until(lambda: _round(settings, round_id).status.is_finished, proc, log_path)
+    finally:
+        _stop(proc)
+    rnd = _round(settings, round_id)
+    assert rnd.status == RoundStatus.SUCCEEDED, (rnd.error, log_path.read_text()[-3000:])
+    assert rnd.attempts == 2 and rnd.worker == name
+    assert any("Queued again" in w for w in rnd.warnings)
     assert _round(settings, theirs).status == RoundStatus.RUNNING
-    ran = _round(settings, queued)
-    assert ran.status == RoundStatus.FAILED and "at least two classes" in ran.error
-    assert ran.worker == name  # what the next start-up of this worker will look for

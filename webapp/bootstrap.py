@@ -34,7 +34,9 @@ def create_user(session: Session, username: str, role: Role, password: str | Non
 
 
 def create_project(session: Session, name: str, preset: str = "pbc8", *, test_share: float = 0.1,
-                   train_on_reference: bool = False, min_labels_per_class: int = 1) -> Project:
+                   train_on_reference: bool = False, min_labels_per_class: int = 1,
+                   fine_tune_blocks: int = 2, retrain_after_new_labels: int | None = None
+                   ) -> Project:
     name = name.strip()
     if not name or len(name) > 120:
         raise SetupError("a project name needs 1 to 120 characters")
@@ -42,10 +44,15 @@ def create_project(session: Session, name: str, preset: str = "pbc8", *, test_sh
         raise SetupError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if not 0 <= test_share < 1:
         raise SetupError("the test share must be at least 0 and below 1")
+    if not 0 <= fine_tune_blocks <= 11:
+        raise SetupError("fine-tune blocks must be from 0 to 11 (InceptionV3 has 11)")
+    if retrain_after_new_labels is not None and retrain_after_new_labels < 1:
+        raise SetupError("the retraining interval must be at least 1 new label")
     if session.scalar(select(Project).where(Project.name == name)):
         raise SetupError(f"project {name!r} already exists")
     project = Project(name=name, test_share=test_share, train_on_reference=train_on_reference,
-                      min_labels_per_class=min_labels_per_class)
+                      min_labels_per_class=min_labels_per_class, fine_tune_blocks=fine_tune_blocks,
+                      retrain_after_new_labels=retrain_after_new_labels)
     project.classes = [
         LabelClass(position=i, name=cls, hotkey=key, colour=colour)
         for i, (cls, key, colour) in enumerate(PRESETS[preset])

@@ -74,8 +74,13 @@ def create_user_cmd(username: str, role: str, password_stdin: bool) -> None:
 @click.option("--train-on-reference", is_flag=True,
               help="Use labels that come with imports as training labels.")
 @click.option("--min-labels-per-class", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--fine-tune-blocks", default=2, show_default=True, type=click.IntRange(0, 11),
+              help="InceptionV3 blocks fine-tuned after the head (0: head only).")
+@click.option("--retrain-after", type=click.IntRange(1), default=None,
+              help="Start a round automatically after this many new labels.")
 def create_project_cmd(name: str, preset: str, test_share: float, train_on_reference: bool,
-                       min_labels_per_class: int) -> None:
+                       min_labels_per_class: int, fine_tune_blocks: int,
+                       retrain_after: int | None) -> None:
     """Create a project with a preset of label classes."""
     from .bootstrap import SetupError, create_project
 
@@ -83,7 +88,9 @@ def create_project_cmd(name: str, preset: str, test_share: float, train_on_refer
         with session_scope(_settings().database_url) as s:
             project = create_project(s, name, preset, test_share=test_share,
                                      train_on_reference=train_on_reference,
-                                     min_labels_per_class=min_labels_per_class)
+                                     min_labels_per_class=min_labels_per_class,
+                                     fine_tune_blocks=fine_tune_blocks,
+                                     retrain_after_new_labels=retrain_after)
             classes = ", ".join(f"{c.name} [{c.hotkey}]" for c in project.classes)
     except SetupError as exc:
         _fail(str(exc))
@@ -152,7 +159,9 @@ def bootstrap(demo: bool) -> None:
             else:
                 click.echo(f"created admin account 'admin'; password (shown once): {password}")
         if demo and s.scalar(select(Project).where(Project.name == DEMO_PROJECT)) is None:
-            create_project(s, DEMO_PROJECT, "pbc8")
+            # Head-only rounds: the demo must be quick on a laptop's CPU. On a GPU
+            # worker, raise fine-tune blocks in the project's settings.
+            create_project(s, DEMO_PROJECT, "pbc8", fine_tune_blocks=0)
             click.echo(f"created project {DEMO_PROJECT!r}")
     if demo:
         with session_scope(settings.database_url) as s:
@@ -172,9 +181,9 @@ def bootstrap(demo: bool) -> None:
 @click.option("--inline", is_flag=True, help="Run in this process instead of on a worker.")
 def round_cmd(project_name: str, wait: bool, inline: bool) -> None:
     """Start a training round, as the admin page's button does."""
-    from webapp.rounds import create_round, enqueue_round
     from worker.celery_app import make_celery
-    from worker.rounds import RoundRefused, run_round
+    from worker.launch import RoundRefused, create_round, enqueue_round
+    from worker.rounds import run_round
 
     from .bootstrap import SetupError, find_project
 
@@ -189,13 +198,24 @@ def round_cmd(project_name: str, wait: bool, inline: bool) -> None:
         round_id = rnd.id
     click.echo(f"round {round_id} queued")
     if inline:
-        run_round(settings, round_id, worker="cli")
+        # Followed from a thread while the round runs here.
+        import threading
+
+        done = threading.Event()
+        follower = threading.Thread(target=_follow, args=(settings, round_id, done), daemon=True)
+        follower.start()
+        try:
+            run_round(settings, round_id, worker="cli")
+        finally:
+            done.set()
+            follower.join(timeout=5)
     elif wait:
         _follow(settings, round_id)
     _report(settings, round_id)
 
 
-def _follow(settings: Settings, round_id: int) -> None:
+def _follow(settings: Settings, round_id: int, stop=None) -> None:
+    """A terminal progress bar fed from the round's row (phase, progress, ETA)."""
     with click.progressbar(length=1000, label=f"round {round_id}", file=sys.stderr,
                            item_show_func=lambda phase: phase) as bar:
         shown = 0
@@ -206,7 +226,7 @@ def _follow(settings: Settings, round_id: int) -> None:
             step = int(progress * 1000) - shown
             bar.update(max(step, 0), phase)
             shown += max(step, 0)
-            if status.is_finished:
+            if status.is_finished or (stop is not None and stop.is_set()):
                 break
             time.sleep(1)
 
@@ -227,10 +247,12 @@ def _report(settings: Settings, round_id: int) -> None:
 @click.option("--worker/--no-worker", default=True, help="Also start one Celery worker.")
 def run(host: str, port: int, worker: bool) -> None:
     """Serve the web app (gunicorn) with one Celery worker, until interrupted."""
-    _settings()  # fail fast on bad configuration, before starting anything
+    settings = _settings()
     procs: list[subprocess.Popen] = []
     if worker:
-        procs.append(subprocess.Popen(worker_command()))
+        # One worker with an embedded beat: it also starts scheduled rounds.
+        procs.append(subprocess.Popen(worker_command() + [
+            "--beat", "--schedule", str(settings.instance_dir / "celerybeat-schedule")]))
     procs.append(subprocess.Popen([
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
         "--threads", "4", "--access-logfile", "-", "webapp.wsgi:app",
@@ -265,6 +287,15 @@ def worker_command(queues: str = "train,score,default") -> list[str]:
     # TensorFlow's threads and memory in one place on a small machine.
     return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
             "-Q", queues, "--loglevel", "INFO"]
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat, which starts scheduled rounds (docker-compose's beat service)."""
+    settings = _settings()
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.main", "beat",
+                              "--schedule", str(settings.instance_dir / "celerybeat-schedule"),
+                              "--loglevel", "INFO"])
 
 
 @main.command()

@@ -16,6 +16,8 @@ TRAIN_QUEUE = "train"
 SCORE_QUEUE = "score"
 DEFAULT_QUEUE = "default"
 RUN_ROUND = "hemaloop.run_round"
+SCORE_VERSION = "hemaloop.score_version"
+SCHEDULE_ROUNDS = "hemaloop.schedule_rounds"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -26,7 +28,15 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_backend=None,
         task_default_queue=DEFAULT_QUEUE,
-        task_routes={RUN_ROUND: {"queue": TRAIN_QUEUE}},
+        task_routes={
+            RUN_ROUND: {"queue": TRAIN_QUEUE},
+            SCORE_VERSION: {"queue": SCORE_QUEUE},
+            SCHEDULE_ROUNDS: {"queue": DEFAULT_QUEUE},
+        },
+        # Celery beat checks for projects due a scheduled round.
+        beat_schedule={
+            "schedule-rounds": {"task": SCHEDULE_ROUNDS, "schedule": settings.schedule_seconds},
+        },
         # Long jobs: take one at a time, acknowledge when done.
         task_acks_late=True,
         worker_prefetch_multiplier=1,

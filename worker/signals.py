@@ -1,4 +1,4 @@
-"""Worker start-up: rounds a previous incarnation of this worker left 'running' are failed."""
+"""Worker start-up: rounds a previous incarnation of this worker left running are recovered."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def _fail_rounds_left_running(sender=None, **_kwargs) -> None:
     settings = getattr(app, "hemaloop_settings", None)
     if settings is None:
         return
-    lost = fail_lost_rounds(settings, worker=sender.hostname)
+    lost = fail_lost_rounds(settings, worker=sender.hostname, celery=app)
     if lost:
-        log.warning("marked %d round(s) failed that were left running by a lost worker", lost)
+        log.warning("found %d round(s) left running by a lost worker: queued again or failed",
+                    lost)

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from models import Annotation, Image, ModelVersion, Origin, Project, Split, TrainingRound
 from models.labels import label_counts, labeled_images
 
+from .charts import Chart, line_chart
+
 
 @dataclass(frozen=True)
 class ProjectOverview:
@@ -47,3 +49,31 @@ def recent_rounds(session: Session, project_id: int, n: int = 20) -> list[Traini
     return list(session.scalars(
         select(TrainingRound).where(TrainingRound.project_id == project_id)
         .order_by(TrainingRound.id.desc()).limit(n)))
+
+
+def versions_of(session: Session, project_id: int) -> list[ModelVersion]:
+    return list(session.scalars(
+        select(ModelVersion).where(ModelVersion.project_id == project_id)
+        .order_by(ModelVersion.id.desc())))
+
+
+def quality_chart(versions: list[ModelVersion]) -> Chart | None:
+    """Test accuracy, macro-F1 and calibration error per version, oldest first."""
+    ordered = sorted(versions, key=lambda v: v.id)
+    test = [v.metrics.get("test") or {} for v in ordered]
+    return line_chart(
+        {"accuracy": [t.get("accuracy") for t in test],
+         "macro-F1": [t.get("macro_f1") for t in test],
+         "ECE": [t.get("ece") for t in test]},
+        x_labels=[f"v{v.id}" for v in ordered], y_range=(0.0, 1.0))
+
+
+def history_chart(version: ModelVersion) -> Chart | None:
+    """Loss per epoch, head phase then fine-tuning, training and validation."""
+    history = version.metrics.get("history") or {}
+    series: dict[str, list[float | None]] = {}
+    for phase in ("head", "fine_tune"):
+        h = history.get(phase) or {}
+        for key in ("loss", "val_loss"):
+            series.setdefault(key, []).extend(h.get(key) or [None] * len(h.get("loss", [])))
+    return line_chart(series, x_labels=None)

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
-from flask import abort, current_app, render_template
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from models import ModelVersion, Project, Role, TrainingRound
-from worker.rounds import RoundRefused, fail_lost_rounds
+from worker.celery_app import SCORE_VERSION
+from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
+from worker.publish import activate
+from worker.rounds import fail_lost_rounds
 
 from ..auth.roles import role_required
 from ..db import get_db
 from ..queueing import celery
-from ..rounds import create_round, enqueue_round
 from . import bp
-from .overview import project_overview, recent_rounds
+from .forms import ProjectSettingsForm
+from .overview import history_chart, project_overview, quality_chart, recent_rounds, versions_of
 
 
 def _project(project_id: int) -> Project:
@@ -29,11 +32,16 @@ def _round(round_id: int) -> TrainingRound:
     return rnd
 
 
+def _recover_lost() -> None:
+    # A round whose worker vanished is queued again (or failed) here too,
+    # not only when a worker starts.
+    fail_lost_rounds(current_app.config["HEMALOOP"], celery=celery())
+
+
 @bp.get("/")
 @role_required(Role.ADMIN)
 def index():
-    # A round whose worker vanished is failed here too, not only at worker start.
-    fail_lost_rounds(current_app.config["HEMALOOP"])
+    _recover_lost()
     db = get_db()
     projects = db.scalars(select(Project).order_by(Project.name)).all()
     return render_template("admin/index.html",
@@ -54,12 +62,22 @@ def start_round(project_id: int):
                            rounds=recent_rounds(db, project.id))
 
 
+@bp.post("/rounds/<int:round_id>/cancel")
+@role_required(Role.ADMIN)
+def cancel(round_id: int):
+    rnd = _round(round_id)
+    if not cancel_round(get_db(), rnd):
+        return render_template("_error.html", title="Not cancelled",
+                               message=f"Round {rnd.id} has already {rnd.status.value}."), 409
+    return render_template("admin/_round_row.html", rnd=rnd)
+
+
 @bp.get("/rounds/<int:round_id>/row")
 @role_required(Role.ADMIN)
 def round_row(round_id: int):
     rnd = _round(round_id)
     if not rnd.status.is_finished:
-        fail_lost_rounds(current_app.config["HEMALOOP"])
+        _recover_lost()
         get_db().refresh(rnd)
     return render_template("admin/_round_row.html", rnd=rnd)
 
@@ -71,4 +89,50 @@ def round_detail(round_id: int):
     rnd = _round(round_id)
     version = db.scalar(select(ModelVersion).where(ModelVersion.round_id == rnd.id))
     return render_template("admin/round.html", rnd=rnd, version=version,
-                           project=db.get(Project, rnd.project_id))
+                           project=db.get(Project, rnd.project_id),
+                           chart=history_chart(version) if version else None)
+
+
+@bp.get("/projects/<int:project_id>/models")
+@role_required(Role.ADMIN)
+def models(project_id: int):
+    project = _project(project_id)
+    versions = versions_of(get_db(), project.id)
+    return render_template("admin/models.html", project=project, versions=versions,
+                           chart=quality_chart(versions))
+
+
+@bp.post("/models/<int:version_id>/activate")
+@role_required(Role.ADMIN)
+def activate_version(version_id: int):
+    """Activate (or roll back to) a model version; the pool is re-scored with it."""
+    db = get_db()
+    version = db.get(ModelVersion, version_id)
+    if version is None:
+        abort(404, description=f"There is no model version {version_id}.")
+    if not version.is_active:
+        activate(db, version)
+        db.commit()
+        try:
+            celery().send_task(SCORE_VERSION, args=[version.id])
+        except Exception:  # noqa: BLE001 - activation stands; scoring can be redone
+            current_app.logger.exception("could not enqueue scoring of version %s", version.id)
+            flash(f"Model v{version.id} is active, but re-scoring could not be queued; "
+                  "cells imported since its round have no suggestion yet.", "error")
+        else:
+            flash(f"Model v{version.id} is now active; new cells are being scored.", "info")
+    return redirect(url_for("admin.models", project_id=version.project_id))
+
+
+@bp.route("/projects/<int:project_id>/settings", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def project_settings(project_id: int):
+    project = _project(project_id)
+    form = ProjectSettingsForm(obj=project)
+    if request.method == "POST" and form.validate_on_submit():
+        form.populate_obj(project)
+        get_db().commit()
+        flash("Project settings saved.", "info")
+        return redirect(url_for("admin.index"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("admin/settings.html", project=project, form=form), status

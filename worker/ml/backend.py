@@ -62,6 +62,7 @@ class CellClassifier:
         self.class_ids = [int(c) for c in class_ids]
         self.input_size = int(input_size)
         self.backbone_weights = backbone_weights
+        self.weights_source: str | None = None
         self._extractor: keras.Model | None = None
 
     @classmethod
@@ -71,7 +72,9 @@ class CellClassifier:
         """A fresh classifier; returns it with any warnings about its weights."""
         weights, description, warnings = resolve_backbone_weights(weights_setting)
         model = build_classifier(len(class_ids), input_size, weights, seed=seed)
-        return cls(model, list(class_ids), input_size, backbone_weights=description), warnings
+        clf = cls(model, list(class_ids), input_size, backbone_weights=description)
+        clf.weights_source = weights  # None, "imagenet" or a file: names its cached features
+        return clf, warnings
 
     @property
     def extractor(self) -> keras.Model:
@@ -102,8 +105,15 @@ class CellClassifier:
         progress: Callable[[int, int, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         seed: int = 0,
+        warm: bool = False,
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> HeadTrainingResult:
-        """Train the head on cached features and install it; labels index `class_ids`."""
+        """Train the head on cached features and install it; labels index `class_ids`.
+
+        ``warm`` starts from the head this classifier already has (a loaded
+        earlier model) instead of a fresh one.
+        """
+        initial = self.model.get_layer(HEAD_LAYER).get_weights() if warm else None
         result = train_head(
             features,
             labels_idx,
@@ -114,9 +124,54 @@ class CellClassifier:
             seed=seed,
             progress=progress,
             should_stop=should_stop,
+            initial=initial,
+            validation=validation,
         )
         install_head(self.model, result.weights)
         return result
+
+    def fine_tune(
+        self,
+        train_paths: Sequence[str | Path],
+        train_labels: np.ndarray,
+        val_paths: Sequence[str | Path],
+        val_labels: np.ndarray,
+        *,
+        blocks: int,
+        epochs: int,
+        batch_size: int,
+        progress: Callable[[int, int, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        seed: int = 0,
+    ) -> dict[str, list[float]]:
+        """Phase 2: unfreeze the top ``blocks`` and train on augmented images.
+
+        The backbone changes, so features cached for the old one no longer
+        describe this model: callers re-extract them afterwards.
+        """
+        from worker.ml.finetune import fine_tune, unfreeze_top_blocks
+        from worker.ml.pipeline import image_dataset
+        from worker.ml.train import class_weights
+
+        unfreeze_top_blocks(self.model, blocks)
+        train = image_dataset(train_paths, train_labels, self.input_size, batch_size,
+                              augment=True, shuffle=True, seed=seed)
+        val = image_dataset(val_paths, val_labels, self.input_size, batch_size,
+                            augment=False, shuffle=False) if len(val_paths) else None
+        try:
+            return fine_tune(self.model, train, val, epochs=epochs,
+                             class_weight=class_weights(train_labels, len(self.class_ids)),
+                             progress=progress, should_stop=should_stop)
+        finally:
+            unfreeze_top_blocks(self.model, 0)  # frozen again for inference and saving
+            self._extractor = None
+
+    def logits_features(self, features: np.ndarray) -> np.ndarray:
+        """Head logits (before softmax) from cached features: for temperature scaling."""
+        kernel, bias = (
+            np.asarray(w, dtype=np.float32) for w in self.model.get_layer(HEAD_LAYER).get_weights()
+        )
+        return np.asarray(features, dtype=np.float32) @ kernel + bias
 
     def predict_features(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities `[n, k]` from cached features, through the head only.

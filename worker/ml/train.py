@@ -71,7 +71,7 @@ def wants_validation(labels: np.ndarray) -> bool:
     )
 
 
-class _ProgressAndCancel(keras.callbacks.Callback):
+class ProgressAndCancel(keras.callbacks.Callback):
     """Reports each finished epoch and stops `fit` when asked to."""
 
     def __init__(
@@ -117,6 +117,15 @@ def fold_standardisation(
     return [scaled.astype(np.float32), folded_bias.astype(np.float32)]
 
 
+def unfold_standardisation(
+    kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> list[np.ndarray]:
+    """The inverse of `fold_standardisation`: raw-feature weights -> standardised ones."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    scaled = kernel * std[:, None]
+    return [scaled.astype(np.float32), (np.asarray(bias, np.float64) + mean @ kernel).astype(np.float32)]
+
+
 def head_model(feature_dim: int, num_classes: int, dropout: float) -> keras.Model:
     """Dropout -> Dense(softmax): the classifier's head on its own, same layer names."""
     inputs = keras.Input(shape=(feature_dim,), name="features")
@@ -139,11 +148,19 @@ def train_head(
     seed: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    initial: list[np.ndarray] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> HeadTrainingResult:
     """Train the head on cached features; equivalent to training on a frozen backbone.
 
     The returned weights apply to raw features (the standardisation used for
     training is folded into them), so they drop straight into the classifier.
+
+    `initial` (a head's [kernel, bias] on raw features, e.g. the active
+    model's) warm-starts training instead of a fresh initialisation.
+    `validation` (features, labels) is used for early stopping as given;
+    without it a stratified share of the labels is held out when there are
+    enough of them.
 
     Raises TrainingCancelled if `should_stop()` returns True (checked before
     training and after each epoch).
@@ -171,13 +188,16 @@ def train_head(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    reporter = _ProgressAndCancel(epochs, progress, should_stop)
+    reporter = ProgressAndCancel(epochs, progress, should_stop)
     callbacks: list[keras.callbacks.Callback] = [reporter]
 
     validation_data = None
     train_x, train_y = features, labels
     val_x = val_y = None
-    if wants_validation(labels):
+    if validation is not None and len(validation[1]):
+        val_x = np.asarray(validation[0], dtype=np.float32)
+        val_y = np.asarray(validation[1], dtype=np.int64)
+    elif validation is None and wants_validation(labels):
         train_idx, val_idx = stratified_validation_split(labels, VALIDATION_FRACTION, seed)
         train_x, train_y = features[train_idx], labels[train_idx]
         val_x, val_y = features[val_idx], labels[val_idx]
@@ -189,6 +209,8 @@ def train_head(
     # differences between classes are tiny in absolute terms.
     mean, std = standardisation(train_x)
     train_x = ((train_x - mean) / std).astype(np.float32)
+    if initial is not None:
+        model.get_layer(HEAD_LAYER).set_weights(unfold_standardisation(*initial, mean, std))
     if val_x is not None:
         validation_data = (((val_x - mean) / std).astype(np.float32), val_y)
         callbacks.append(

@@ -1,0 +1,74 @@
+"""tf.data input pipeline for fine-tuning on images, with blood-cell augmentation.
+
+Cells have no up or down: any rotation and both flips are label-preserving.
+Small shifts and zoom cover the analyser's centring; brightness, contrast,
+saturation and hue jitter cover stain and lamp variation between slides and
+labs.  Decoding and augmentation run inside tf.data so they overlap the
+training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def augmentation(seed: int = 0) -> keras.Sequential:
+    """Geometric augmentation on [0, 255] images (batched)."""
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),  # ±180°
+        keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 2),
+        keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 3),
+    ], name="cell_augmentation")
+
+
+def _stain_jitter(images: tf.Tensor) -> tf.Tensor:
+    x = images / 255.0
+    x = tf.image.random_brightness(x, 0.08)
+    x = tf.image.random_contrast(x, 0.85, 1.15)
+    x = tf.image.random_saturation(x, 0.85, 1.15)
+    x = tf.image.random_hue(x, 0.03)
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+
+
+def _decode(path: tf.Tensor, input_size: int) -> tf.Tensor:
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), (input_size, input_size),
+                            method="bilinear")
+    image.set_shape((input_size, input_size, 3))
+    return image
+
+
+def preprocess(images: tf.Tensor) -> tf.Tensor:
+    """InceptionV3's preprocessing ("tf" mode): [0, 255] -> [-1, 1]."""
+    return images / 127.5 - 1.0
+
+
+def image_dataset(paths: Sequence[str | Path], labels: np.ndarray, input_size: int,
+                  batch_size: int, *, augment: bool, shuffle: bool, seed: int = 0
+                  ) -> tf.data.Dataset:
+    """(image, label) batches.
+
+    The files must be readable (a round passes only cells whose features it
+    could compute), so the batch count is known and Keras can show epochs.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(
+        ([str(p) for p in paths], np.asarray(labels, dtype=np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda p, y: (_decode(p, input_size), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if augment:
+        geometric = augmentation(seed)
+        ds = ds.map(lambda x, y: (_stain_jitter(geometric(x, training=True)), y),
+                    num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)

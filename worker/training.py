@@ -1,0 +1,351 @@
+"""What a training round does, step by step.
+
+1. Gather the labels (models/labels.py decides which count) and refuse a round
+   that cannot learn.
+2. Build InceptionV3 -> GAP -> Dropout -> Dense, or warm-start from the active
+   model.
+3. Backbone features for every cell the round needs, from the feature cache
+   where possible.
+4. Phase 1: the head on cached features (a frozen base).
+5. Phase 2 (when the project asks): unfreeze the top blocks, fine-tune on
+   augmented images at a low rate, then re-extract features with the new
+   backbone (and cache them under this round's key).
+6. Temperature scaling on the validation split; metrics and calibration error
+   on the test split; calibrated predictions for every undecided pool cell.
+7. Save the model atomically and publish version, predictions and results in
+   one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from models import Image, ModelVersion, Project, Split, TrainingRound
+from models.db import session_scope
+from models.labels import labeled_images, unlabeled_pool
+from models.settings import Settings
+
+from .launch import RoundError, check_trainable
+from .publish import publish
+from .rounds import Progress, record
+
+log = logging.getLogger(__name__)
+
+VALIDATION_FRACTION = 0.15
+MIN_VALIDATION_FOR_TEMPERATURE = 10
+SEED = 0
+
+
+@dataclass
+class RoundData:
+    """Everything a round reads from the database, read once."""
+
+    project_id: int
+    class_ids: list[int]
+    class_names: list[str]
+    min_per_class: int
+    fine_tune_blocks: int
+    warm_start: bool
+    train: list[tuple[int, int]]  # (image id, class id)
+    test: list[tuple[int, int]]
+    pool: list[int]
+    images: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (sha256, path)
+    active: ModelVersion | None = None
+    # Warnings already on the round (e.g. "queued again after a lost worker").
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_round_data(settings: Settings, round_id: int) -> RoundData:
+    with session_scope(settings.database_url) as s:
+        rnd = s.get(TrainingRound, round_id)
+        project = s.get(Project, rnd.project_id)
+        train = labeled_images(s, project, Split.POOL)
+        test = labeled_images(s, project, Split.TEST)
+        pool = unlabeled_pool(s, project)
+        ids = {x.image_id for x in train + test} | {i for i, _ in pool}
+        images = {i: (sha, path) for i, sha, path in s.execute(
+            select(Image.id, Image.sha256, Image.storage_path).where(Image.id.in_(ids)))} \
+            if ids else {}
+        active = s.scalar(select(ModelVersion).where(
+            ModelVersion.project_id == project.id, ModelVersion.is_active))
+        return RoundData(
+            project_id=project.id,
+            class_ids=[c.id for c in project.classes],
+            class_names=[c.name for c in project.classes],
+            min_per_class=project.min_labels_per_class,
+            fine_tune_blocks=project.fine_tune_blocks,
+            warm_start=project.warm_start,
+            train=[(x.image_id, x.label_class_id) for x in train],
+            test=[(x.image_id, x.label_class_id) for x in test],
+            pool=[i for i, _ in pool],
+            images=images,
+            active=active,
+            warnings=list(rnd.warnings or []),
+        )
+
+
+@lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pristine_key(clf, input_size: int) -> str:
+    import tensorflow as tf
+
+    from worker.ml.feature_store import backbone_key
+
+    source = clf.weights_source
+    digest = None
+    if source not in (None, "imagenet"):
+        stat = Path(source).stat()
+        digest = _file_digest(source, stat.st_size, stat.st_mtime)
+    return backbone_key(source, input_size, seed=SEED, weights_digest=digest,
+                        tf_version=tf.__version__)
+
+
+def build_classifier(settings: Settings, data: RoundData, warnings: list[str]):
+    """(classifier, feature key, parent version id): warm from the active model if we can."""
+    from worker.ml.backend import CellClassifier
+    from worker.ml.weights import WeightsError
+
+    active = data.active
+    if data.warm_start and active is not None:
+        reason = None
+        if active.class_ids != data.class_ids:
+            reason = "the project's classes changed"
+        elif active.input_size != settings.input_size:
+            reason = f"the input size changed ({active.input_size} -> {settings.input_size})"
+        else:
+            try:
+                clf = CellClassifier.load(settings.storage_dir / active.artifact_path)
+                return clf, active.feature_key, active.id
+            except Exception as exc:  # noqa: BLE001 - a bad artifact must not stop training
+                log.warning("cannot load model %s for warm start: %r", active.id, exc)
+                reason = f"its saved model could not be loaded ({type(exc).__name__})"
+        warnings.append(f"Not warm-started from model v{active.id}: {reason}; trained from "
+                        "the backbone weights instead.")
+    try:
+        clf, weight_warnings = CellClassifier.create(
+            data.class_ids, settings.input_size, settings.backbone_weights, seed=SEED)
+    except WeightsError as exc:
+        raise RoundError(str(exc)) from exc
+    warnings.extend(weight_warnings)
+    return clf, pristine_key(clf, settings.input_size), None
+
+
+def cached_features(settings: Settings, clf, key: str, data: RoundData, image_ids: list[int],
+                    progress: Progress) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], int]:
+    """Features for ``image_ids``: from the cache, computing (and caching) the rest.
+
+    Returns (features, ok mask, failures, how many came from the cache).
+    """
+    from worker.ml.feature_store import FeatureStore
+    from worker.ml.network import FEATURE_DIM
+
+    store = FeatureStore(settings.storage_dir / "features", key)
+    shas = [data.images[i][0] for i in image_ids]
+    feats, found = store.get_many(shas, FEATURE_DIM)
+    missing = np.flatnonzero(~found)
+    failures: list[tuple[int, str]] = []
+    ok = found.copy()
+    if len(missing):
+        computed, computed_ok = clf.features(
+            [settings.storage_dir / data.images[image_ids[i]][1] for i in missing],
+            settings.batch_size, failures=failures,
+            progress=lambda done, total: progress(
+                done / max(total, 1),
+                f"reading cells: {done}/{total} ({len(image_ids) - len(missing)} cached)"),
+        )
+        feats[missing] = computed
+        ok[missing] = computed_ok
+        store.put_many(shas, feats, missing[computed_ok])
+        failures = [(image_ids[missing[i]], why) for i, why in failures]
+    return feats, ok, failures, int(found.sum())
+
+
+def _unreadable_warning(settings: Settings, failed: list[tuple[int, str]]) -> str:
+    """Name the unreadable cells as the user knows them: id and original file name."""
+    with session_scope(settings.database_url) as s:
+        names = dict(s.execute(select(Image.id, Image.original_name)
+                               .where(Image.id.in_([i for i, _ in failed[:3]]))).all())
+    examples = "; ".join(f"cell {i} ({names.get(i, '?')}): {why}" for i, why in failed[:3])
+    return f"{len(failed)} image(s) could not be read and were skipped, e.g. {examples}"
+
+
+def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
+    from worker.ml import calibration, embeddings, precision
+    from worker.ml.evaluate import classification_metrics
+    from worker.ml.train import (
+        TrainingCancelled, stratified_validation_split, wants_validation,
+    )
+
+    from .rounds import Cancelled
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    data = load_round_data(settings, round_id)
+    names = dict(zip(data.class_ids, data.class_names))
+    check_trainable(label_counts_of(data.train), names, data.min_per_class)
+    fine_tune = data.fine_tune_blocks > 0 and settings.fine_tune_epochs > 0
+    # Where the progress bar's time goes, by step.
+    spans = {"build": (0.0, 0.03), "features": (0.03, 0.45 if fine_tune else 0.85),
+             "head": (0.45, 0.5) if fine_tune else (0.85, 0.95), "fine_tune": (0.5, 0.8),
+             "refeature": (0.8, 0.95), "publish": (0.95, 1.0)}
+
+    progress.phase(*spans["build"], "building the network")
+    policy = precision.configure(settings.mixed_precision)
+    warnings: list[str] = list(data.warnings)
+    clf, feature_key, parent_id = build_classifier(settings, data, warnings)
+    config = {
+        "input_size": settings.input_size, "backbone_weights": clf.backbone_weights,
+        "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
+        "fine_tune_blocks": data.fine_tune_blocks if fine_tune else 0,
+        "fine_tune_epochs": settings.fine_tune_epochs if fine_tune else 0,
+        "warm_start_from": parent_id, "precision": policy, "classes": data.class_names,
+    }
+    record(settings, round_id, warnings=warnings, config=config)
+    timings["build_s"] = time.perf_counter() - t0
+    progress.check()
+
+    # Each cell once (a trusted reference label puts a pool cell in both the
+    # training set and the pool).
+    image_ids = list(dict.fromkeys([i for i, _ in data.train + data.test] + data.pool))
+    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
+    progress.phase(*spans["features"], "reading cells")
+    t = time.perf_counter()
+    feats, ok, failures, timings["features_cached"] = cached_features(
+        settings, clf, feature_key, data, image_ids, progress)
+    timings["features_s"] = time.perf_counter() - t
+    if failures:
+        warnings.append(_unreadable_warning(settings, failures))
+        record(settings, round_id, warnings=warnings)
+
+    index_of = {cid: k for k, cid in enumerate(data.class_ids)}
+    train_rows = np.array([row_of[i] for i, _ in data.train if ok[row_of[i]]], dtype=np.int64)
+    y_all = np.array([index_of[c] for i, c in data.train if ok[row_of[i]]], dtype=np.int64)
+    check_trainable(label_counts_of([(0, data.class_ids[k]) for k in y_all]), names,
+                    data.min_per_class)
+    if wants_validation(y_all):
+        fit, val = stratified_validation_split(y_all, VALIDATION_FRACTION, SEED)
+    else:
+        fit, val = np.arange(len(y_all)), np.zeros(0, dtype=np.int64)
+        warnings.append("Too few labels for a validation split: no early stopping, "
+                        "and suggestions are not calibrated (temperature 1).")
+
+    progress.phase(*spans["head"], "training the classifier head")
+    t = time.perf_counter()
+    history: dict[str, Any] = {}
+    try:
+        head = clf.fit_head(
+            feats[train_rows[fit]], y_all[fit], epochs=settings.head_epochs,
+            batch_size=settings.batch_size, warm=parent_id is not None,
+            validation=(feats[train_rows[val]], y_all[val]),
+            progress=lambda ep, total, logs: progress(
+                ep / max(total, 1), f"head: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
+                force=True),
+            should_stop=progress.cancelled,
+        )
+        history["head"] = head.history
+        timings["head_s"] = time.perf_counter() - t
+
+        if fine_tune:
+            progress.phase(*spans["fine_tune"], "fine-tuning the top blocks")
+            t = time.perf_counter()
+            path_of = lambda rows: [settings.storage_dir / data.images[image_ids[r]][1]  # noqa: E731
+                                    for r in rows]
+            history["fine_tune"] = clf.fine_tune(
+                path_of(train_rows[fit]), y_all[fit], path_of(train_rows[val]), y_all[val],
+                blocks=data.fine_tune_blocks, epochs=settings.fine_tune_epochs,
+                batch_size=settings.batch_size, seed=SEED,
+                progress=lambda ep, total, logs: progress(
+                    ep / max(total, 1),
+                    f"fine-tuning: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
+                    force=True),
+                should_stop=progress.cancelled,
+            )
+            timings["fine_tune_s"] = time.perf_counter() - t
+            # The backbone changed: its features are this round's own.
+            feature_key = f"round{round_id}"
+            progress.phase(*spans["refeature"], "re-reading cells with the fine-tuned backbone")
+            t = time.perf_counter()
+            feats, ok2, _, _ = cached_features(settings, clf, feature_key, data, image_ids,
+                                               progress)
+            ok &= ok2
+            timings["refeature_s"] = time.perf_counter() - t
+    except TrainingCancelled as exc:
+        raise Cancelled() from exc
+
+    progress.phase(*spans["publish"], "evaluating and ranking")
+    logits = clf.logits_features(feats)
+    y_val, val_rows = y_all[val], train_rows[val]
+    metrics: dict[str, Any] = {"history": history,
+                               "epochs_run": len(history["head"].get("loss", []))}
+    temperature = 1.0
+    if len(val) >= MIN_VALIDATION_FOR_TEMPERATURE:
+        temperature = calibration.fit_temperature(logits[val_rows], y_val)
+    elif len(val):
+        warnings.append(f"Only {len(val)} validation cells: suggestions are not calibrated.")
+    if len(val):
+        metrics["validation"] = {
+            "n": int(len(val)), "temperature": temperature,
+            "accuracy": float((logits[val_rows].argmax(1) == y_val).mean()),
+            "ece_uncalibrated": calibration.expected_calibration_error(
+                calibration.softmax(logits[val_rows]), y_val),
+            "ece": calibration.expected_calibration_error(
+                calibration.softmax(logits[val_rows], temperature), y_val),
+        }
+    test_rows = np.array([row_of[i] for i, _ in data.test if ok[row_of[i]]], dtype=np.int64)
+    if len(test_rows):
+        y_test = np.array([index_of[c] for i, c in data.test if ok[row_of[i]]])
+        p_test = calibration.softmax(logits[test_rows], temperature)
+        metrics["test"] = classification_metrics(y_test, p_test.argmax(1), data.class_names)
+        metrics["test"]["ece"] = calibration.expected_calibration_error(p_test, y_test)
+    else:
+        warnings.append("The test split has no labeled cells; no test metrics.")
+    fit_rows = train_rows[fit]
+    metrics["train_accuracy"] = float((logits[fit_rows].argmax(1) == y_all[fit]).mean())
+
+    pool_ids = [i for i in data.pool if ok[row_of[i]]]
+    pool_rows = np.array([row_of[i] for i in pool_ids], dtype=np.int64)
+    probs = calibration.softmax(logits[pool_rows], temperature) if len(pool_rows) \
+        else np.zeros((0, len(data.class_ids)), dtype=np.float32)
+
+    progress.check()
+    artifact = Path("models") / f"project-{data.project_id}" / f"round-{round_id}.keras"
+    t = time.perf_counter()
+    (settings.storage_dir / artifact).parent.mkdir(parents=True, exist_ok=True)
+    clf.save(settings.storage_dir / artifact)
+    seen = np.flatnonzero(ok)
+    embeddings.save(embeddings.embeddings_path(settings.storage_dir / artifact),
+                    np.asarray(image_ids)[seen], embeddings.project(feats[seen]))
+    timings["save_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    publish(settings, round_id, data.project_id, version_values=dict(
+        artifact_path=str(artifact), class_ids=data.class_ids, input_size=clf.input_size,
+        backbone_weights=clf.backbone_weights, metrics=metrics, temperature=temperature,
+        n_train=int(len(y_all)), config=config, feature_key=feature_key,
+        parent_version_id=parent_id,
+    ), pool_ids=pool_ids, probs=probs, round_values=dict(
+        warnings=warnings, timings=timings, n_train=int(len(y_all)), n_test=int(len(test_rows)),
+    ))
+
+
+def label_counts_of(pairs: list[tuple[int, int]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for _, class_id in pairs:
+        counts[class_id] = counts.get(class_id, 0) + 1
+    return counts
+
