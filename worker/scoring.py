@@ -41,8 +41,9 @@ def score_version(settings: Settings, version_id: int, only_missing: bool = True
             have = set(s.scalars(select(Prediction.image_id)
                                  .where(Prediction.model_version_id == version.id)))
             pool = [(i, p) for i, p in pool if i not in have]
-        shas = dict(s.execute(select(Image.id, Image.sha256)
-                              .where(Image.id.in_([i for i, _ in pool])))) if pool else {}
+        # By project, not by a list of ids: a pool can outgrow SQL's parameter limits.
+        shas = {i: sha for i, sha in s.execute(
+            select(Image.id, Image.sha256).where(Image.project_id == project.id))}
     if not pool:
         return 0
     clf = CellClassifier.load(settings.storage_dir / version.artifact_path)

@@ -71,10 +71,10 @@ def load_round_data(settings: Settings, round_id: int) -> RoundData:
         train = labeled_images(s, project, Split.POOL)
         test = labeled_images(s, project, Split.TEST)
         pool = unlabeled_pool(s, project)
-        ids = {x.image_id for x in train + test} | {i for i, _ in pool}
+        # By project, not by a list of ids: a pool can outgrow SQL's parameter limits.
         images = {i: (sha, path) for i, sha, path in s.execute(
-            select(Image.id, Image.sha256, Image.storage_path).where(Image.id.in_(ids)))} \
-            if ids else {}
+            select(Image.id, Image.sha256, Image.storage_path)
+            .where(Image.project_id == project.id))}
         active = s.scalar(select(ModelVersion).where(
             ModelVersion.project_id == project.id, ModelVersion.is_active))
         return RoundData(

@@ -143,6 +143,7 @@ class CellClassifier:
         progress: Callable[[int, int, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         seed: int = 0,
+        callbacks: list | None = None,
     ) -> dict[str, list[float]]:
         """Phase 2: unfreeze the top ``blocks`` and train on augmented images.
 
@@ -161,7 +162,7 @@ class CellClassifier:
         try:
             return fine_tune(self.model, train, val, epochs=epochs,
                              class_weight=class_weights(train_labels, len(self.class_ids)),
-                             progress=progress, should_stop=should_stop)
+                             progress=progress, should_stop=should_stop, callbacks=callbacks)
         finally:
             unfreeze_top_blocks(self.model, 0)  # frozen again for inference and saving
             self._extractor = None

@@ -39,12 +39,16 @@ def fine_tune(model: keras.Model, train: tf.data.Dataset, validation: tf.data.Da
               *, epochs: int, class_weight: dict[int, float] | None = None,
               learning_rate: float = FINE_TUNE_LEARNING_RATE,
               progress: Callable[[int, int, dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> dict[str, list[float]]:
-    """Fit the whole (partly unfrozen) classifier; best validation weights are kept."""
+              should_stop: Callable[[], bool] | None = None,
+              callbacks: list[keras.callbacks.Callback] | None = None) -> dict[str, list[float]]:
+    """Fit the whole (partly unfrozen) classifier; best validation weights are kept.
+
+    ``callbacks`` ride along (a benchmark's stopwatch, say).
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reporter = ProgressAndCancel(epochs, progress, should_stop)
-    callbacks: list[keras.callbacks.Callback] = [reporter]
+    callbacks = [reporter, *(callbacks or [])]
     if validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=PATIENCE, restore_best_weights=True))

@@ -17,6 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Decoded images are kept in memory (as uint8) across epochs when they fit in
+# this much: decoding JPEGs every epoch would otherwise compete with training
+# for a small machine's cores.
+CACHE_LIMIT_BYTES = 1 << 30
 
 
 def augmentation(seed: int = 0) -> keras.Sequential:
@@ -62,10 +66,14 @@ def image_dataset(paths: Sequence[str | Path], labels: np.ndarray, input_size: i
     """
     ds = tf.data.Dataset.from_tensor_slices(
         ([str(p) for p in paths], np.asarray(labels, dtype=np.int32)))
+    ds = ds.map(lambda p, y: (tf.cast(tf.round(_decode(p, input_size)), tf.uint8), y),
+                num_parallel_calls=AUTOTUNE)
+    if len(paths) * input_size * input_size * 3 <= CACHE_LIMIT_BYTES:
+        ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p, y: (_decode(p, input_size), y), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if augment:
         geometric = augmentation(seed)
         ds = ds.map(lambda x, y: (_stain_jitter(geometric(x, training=True)), y),
