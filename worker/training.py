@@ -185,6 +185,40 @@ def _unreadable_warning(settings: Settings, failed: list[tuple[int, str]]) -> st
     return f"{len(failed)} image(s) could not be read and were skipped, e.g. {examples}"
 
 
+def fine_tune_if_better(settings: Settings, clf, data: RoundData, image_ids: list[int],
+                        train_rows: np.ndarray, y_all: np.ndarray, fit: np.ndarray,
+                        val: np.ndarray, feats: np.ndarray, progress: Progress,
+                        history: dict, metrics_out: dict) -> bool:
+    """Phase 2, kept only if it lowers the validation loss below phase 1's.
+
+    Early stopping picks the best fine-tuning epoch, but even that can be worse
+    than the head alone (a small set, a randomly initialised backbone); then
+    the phase-1 weights are put back.
+    """
+    from worker.ml import calibration
+
+    paths = [settings.storage_dir / data.images[image_ids[r]][1] for r in train_rows]
+    before = clf.model.get_weights()
+    loss_before = calibration.nll(clf.logits_features(feats[train_rows[val]]), y_all[val], 1.0)
+    history["fine_tune"] = clf.fine_tune(
+        [paths[i] for i in fit], y_all[fit], [paths[i] for i in val], y_all[val],
+        blocks=data.fine_tune_blocks, epochs=settings.fine_tune_epochs,
+        batch_size=settings.batch_size, seed=SEED,
+        progress=lambda ep, total, logs: progress(
+            ep / max(total, 1), f"fine-tuning: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
+            force=True),
+        should_stop=progress.cancelled,
+    )
+    val_feats, _ = clf.features([paths[i] for i in val], settings.batch_size)
+    loss_after = calibration.nll(clf.logits_features(val_feats), y_all[val], 1.0)
+    kept = loss_after < loss_before
+    if not kept:
+        clf.model.set_weights(before)
+    metrics_out.update(kept=bool(kept), blocks=data.fine_tune_blocks,
+                       val_loss_before=float(loss_before), val_loss_after=float(loss_after))
+    return kept
+
+
 def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
     from worker.ml import calibration, embeddings, precision
     from worker.ml.evaluate import classification_metrics
@@ -248,6 +282,7 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
     progress.phase(*spans["head"], "training the classifier head")
     t = time.perf_counter()
     history: dict[str, Any] = {}
+    fine_tune_info: dict[str, Any] = {}
     try:
         head = clf.fit_head(
             feats[train_rows[fit]], y_all[fit], epochs=settings.head_epochs,
@@ -261,30 +296,29 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         history["head"] = head.history
         timings["head_s"] = time.perf_counter() - t
 
-        if fine_tune:
+        if fine_tune and not len(val):
+            warnings.append("Fine-tuning skipped: it needs a validation split to tell whether "
+                            "it helped, and there are too few labels for one.")
+        elif fine_tune:
             progress.phase(*spans["fine_tune"], "fine-tuning the top blocks")
             t = time.perf_counter()
-            path_of = lambda rows: [settings.storage_dir / data.images[image_ids[r]][1]  # noqa: E731
-                                    for r in rows]
-            history["fine_tune"] = clf.fine_tune(
-                path_of(train_rows[fit]), y_all[fit], path_of(train_rows[val]), y_all[val],
-                blocks=data.fine_tune_blocks, epochs=settings.fine_tune_epochs,
-                batch_size=settings.batch_size, seed=SEED,
-                progress=lambda ep, total, logs: progress(
-                    ep / max(total, 1),
-                    f"fine-tuning: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
-                    force=True),
-                should_stop=progress.cancelled,
-            )
+            kept = fine_tune_if_better(settings, clf, data, image_ids, train_rows, y_all, fit,
+                                       val, feats, progress, history, metrics_out=fine_tune_info)
             timings["fine_tune_s"] = time.perf_counter() - t
-            # The backbone changed: its features are this round's own.
-            feature_key = f"round{round_id}"
-            progress.phase(*spans["refeature"], "re-reading cells with the fine-tuned backbone")
-            t = time.perf_counter()
-            feats, ok2, _, _ = cached_features(settings, clf, feature_key, data, image_ids,
-                                               progress)
-            ok &= ok2
-            timings["refeature_s"] = time.perf_counter() - t
+            if kept:
+                # The backbone changed: its features are this round's own.
+                feature_key = f"round{round_id}"
+                progress.phase(*spans["refeature"], "re-reading cells with the fine-tuned backbone")
+                t = time.perf_counter()
+                feats, ok2, _, _ = cached_features(settings, clf, feature_key, data, image_ids,
+                                                   progress)
+                ok &= ok2
+                timings["refeature_s"] = time.perf_counter() - t
+            else:
+                warnings.append(
+                    "Fine-tuning did not improve the validation loss "
+                    f"({fine_tune_info['val_loss_before']:.3f} before, "
+                    f"{fine_tune_info['val_loss_after']:.3f} after); the head-only model was kept.")
     except TrainingCancelled as exc:
         raise Cancelled() from exc
 
@@ -293,6 +327,8 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
     y_val, val_rows = y_all[val], train_rows[val]
     metrics: dict[str, Any] = {"history": history,
                                "epochs_run": len(history["head"].get("loss", []))}
+    if fine_tune_info:
+        metrics["fine_tune"] = fine_tune_info
     temperature = 1.0
     if len(val) >= MIN_VALIDATION_FOR_TEMPERATURE:
         temperature = calibration.fit_temperature(logits[val_rows], y_val)
