@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import Project, RoundStatus, Split, TrainingRound, User
+from models.base import utcnow
 from models.labels import label_counts, labeled_images
 
 from .celery_app import RUN_ROUND
@@ -98,10 +99,23 @@ def enqueue_round(session: Session, celery: Celery, rnd: TrainingRound) -> None:
 
 
 def cancel_round(session: Session, rnd: TrainingRound) -> bool:
-    """Ask a queued or running round to stop; the worker checks between steps."""
-    if rnd.status.is_finished:
-        return False
-    rnd.status = RoundStatus.CANCELLED
-    rnd.phase = "cancelled" if rnd.started_at is None else "cancelling"
+    """Ask a queued or running round to stop; the worker checks between steps.
+
+    A conditional UPDATE, not a read-then-write: a round that finished after
+    the admin's page loaded it stays finished (on PostgreSQL the UPDATE waits
+    for the publishing transaction, then finds the row no longer running).
+    """
+    not_started = TrainingRound.started_at.is_(None)
+    result = session.execute(
+        update(TrainingRound)
+        .where(TrainingRound.id == rnd.id,
+               TrainingRound.status.in_((RoundStatus.QUEUED, RoundStatus.RUNNING)))
+        .values(status=RoundStatus.CANCELLED,
+                phase=case((not_started, "cancelled"), else_="cancelling"),
+                finished_at=case((not_started, utcnow()), else_=None),
+                eta_seconds=None)
+        .execution_options(synchronize_session=False)
+    )
     session.commit()
-    return True
+    session.refresh(rnd)
+    return result.rowcount == 1

@@ -82,11 +82,16 @@ def publish(settings: Settings, round_id: int, project_id: int, *, version_value
         s.flush()
         n = store_predictions(s, version, pool_ids, probs)
         activate(s, version)
-        s.execute(
-            update(TrainingRound).where(TrainingRound.id == round_id).values(
-                status=RoundStatus.SUCCEEDED, progress=1.0, phase="done", eta_seconds=None,
-                finished_at=utcnow(), heartbeat_at=utcnow(), n_scored=n, **round_values)
+        done = s.execute(
+            update(TrainingRound)
+            .where(TrainingRound.id == round_id, TrainingRound.status == RoundStatus.RUNNING)
+            .values(status=RoundStatus.SUCCEEDED, progress=1.0, phase="done", eta_seconds=None,
+                    finished_at=utcnow(), heartbeat_at=utcnow(), n_scored=n, **round_values)
         )
+        if done.rowcount != 1:
+            # Cancelled (or taken over) since the check above: the version,
+            # its predictions and the activation roll back with this raise.
+            raise Cancelled()
         version_id = version.id
     prune_features(settings, project_id)
     return version_id

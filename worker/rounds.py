@@ -180,6 +180,17 @@ def fail_lost_rounds(settings: Settings, worker: str | None = None,
                 rnd.finished_at = now_fn()
                 rnd.phase = "failed"
                 rnd.error = why
+        # A round cancelled while running whose worker died before it stopped:
+        # it is cancelled already; only its end was never written.
+        stopping = s.scalars(
+            select(TrainingRound).where(TrainingRound.status == RoundStatus.CANCELLED,
+                                        TrainingRound.finished_at.is_(None))
+        ).all()
+        for rnd in stopping:
+            if (worker is not None and rnd.worker == worker) or rnd.heartbeat_at is None \
+                    or rnd.heartbeat_at < stale_before:
+                rnd.finished_at = now_fn()
+                rnd.phase = "cancelled"
     for round_id in requeue:
         with session_scope(settings.database_url) as s:
             enqueue_round(s, celery, s.get(TrainingRound, round_id))

@@ -102,12 +102,11 @@ def _file_digest(path: str, size: int, mtime: float) -> str:
     return h.hexdigest()
 
 
-def pristine_key(clf, input_size: int) -> str:
+def _backbone_key(source: str | None, input_size: int) -> str:
     import tensorflow as tf
 
     from worker.ml.feature_store import backbone_key
 
-    source = clf.weights_source
     digest = None
     if source not in (None, "imagenet"):
         stat = Path(source).stat()
@@ -116,18 +115,57 @@ def pristine_key(clf, input_size: int) -> str:
                         tf_version=tf.__version__)
 
 
+def pristine_key(clf, input_size: int) -> str:
+    return _backbone_key(clf.weights_source, input_size)
+
+
+def configured_backbone_key(settings: Settings) -> str:
+    """The pristine backbone the settings ask for now, without building it."""
+    from worker.ml.weights import WeightsError, resolve_backbone_weights
+
+    try:
+        source, _, _ = resolve_backbone_weights(settings.backbone_weights)
+    except WeightsError as exc:
+        raise RoundError(str(exc)) from exc
+    return _backbone_key(source, settings.input_size)
+
+
+def lineage_backbone_key(version) -> str | None:
+    """The pristine backbone a model version descends from (None if unknown).
+
+    A fine-tuned version's feature key names its own backbone ("round12"), so
+    the pristine one is kept in its config; versions from before that was
+    recorded fall back to their feature key when it names a pristine backbone.
+    """
+    key = (version.config or {}).get("backbone_key")
+    if key:
+        return key
+    if version.feature_key and version.feature_key.startswith(("imagenet-", "random-", "file-")):
+        return version.feature_key
+    return None
+
+
 def build_classifier(settings: Settings, data: RoundData, warnings: list[str]):
-    """(classifier, feature key, parent version id): warm from the active model if we can."""
+    """(classifier, feature key, parent version id): warm from the active model if we can.
+
+    Not when the configured backbone weights changed since the active model
+    was trained: warm-starting would carry the old backbone forward for ever
+    and the new weights would never be used.
+    """
     from worker.ml.backend import CellClassifier
     from worker.ml.weights import WeightsError
 
     active = data.active
     if data.warm_start and active is not None:
         reason = None
+        old_key = lineage_backbone_key(active)
         if active.class_ids != data.class_ids:
             reason = "the project's classes changed"
         elif active.input_size != settings.input_size:
             reason = f"the input size changed ({active.input_size} -> {settings.input_size})"
+        elif old_key is not None and old_key != configured_backbone_key(settings):
+            reason = (f"the backbone weights changed ({active.backbone_weights} -> "
+                      f"{settings.backbone_weights})")
         else:
             try:
                 clf = CellClassifier.load(settings.storage_dir / active.artifact_path)
@@ -249,6 +287,8 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         "fine_tune_blocks": data.fine_tune_blocks if fine_tune else 0,
         "fine_tune_epochs": settings.fine_tune_epochs if fine_tune else 0,
         "warm_start_from": parent_id, "precision": policy, "classes": data.class_names,
+        # Which pristine backbone this model descends from, for later warm starts.
+        "backbone_key": (lineage_backbone_key(data.active) if parent_id else None) or feature_key,
     }
     record(settings, round_id, warnings=warnings, config=config)
     timings["build_s"] = time.perf_counter() - t0

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+# \A…\Z, not ^…$: "$" also matches before a trailing newline.
+_SAFE_KEY = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,119}\Z")
 
 
 def backbone_key(weights: str | None, input_size: int, *, seed: int = 0,
@@ -56,8 +57,8 @@ class FeatureStore:
         for i, sha in enumerate(shas):
             try:
                 row = np.load(self._path(sha), allow_pickle=False)
-            except (OSError, ValueError):
-                continue  # not cached (or a damaged file): it will be recomputed
+            except (OSError, ValueError, EOFError):
+                continue  # not cached (or an empty or damaged file): it will be recomputed
             if row.shape == (dim,):
                 feats[i] = row
                 found[i] = True

@@ -46,7 +46,7 @@ def _decode(path: tf.Tensor, input_size: int) -> tf.Tensor:
     raw = tf.io.read_file(path)
     image = tf.io.decode_image(raw, channels=3, expand_animations=False)
     image = tf.image.resize(tf.cast(image, tf.float32), (input_size, input_size),
-                            method="bilinear")
+                            method="bilinear", antialias=True)
     image.set_shape((input_size, input_size, 3))
     return image
 
