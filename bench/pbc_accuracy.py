@@ -116,6 +116,13 @@ def main() -> None:
         print(f"size {args.size}, weights {version.backbone_weights}, "
               f"fine-tuned blocks {version.config.get('fine_tune_blocks', 0)}, "
               f"{version.n_train} training labels")
+        fine = version.metrics.get("fine_tune")
+        if fine:
+            print(f"phase 2: validation loss {fine['val_loss_before']:.3f} -> "
+                  f"{fine['val_loss_after']:.3f}: "
+                  + ("kept" if fine["kept"] else "reverted to the head-only model"))
+        for warning in rnd.warnings or []:
+            print(f"round warning: {warning}")
         print(f"validation: n={val.get('n')}, temperature={val.get('temperature', 1):.2f}, "
               f"ECE {val.get('ece_uncalibrated', float('nan')):.3f} -> {val.get('ece', float('nan')):.3f}")
         print(f"test: n={test['n']}, accuracy={test['accuracy']:.4f}, macro_f1={test['macro_f1']:.4f}, "
