@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from .annotations import Annotation, Flag, Kind, Origin
@@ -79,7 +79,9 @@ def needed_readers_sql(project: Project):
     vote = aliased(Annotation)
     contested = exists().where(vote.image_id == Image.id, live_vote(vote),
                                vote.label_class_id.in_(project.contested_class_ids or [-1]))
-    sampled = (Image.id * SAMPLE_MULTIPLIER) % SAMPLE_BUCKETS < sample_threshold(project)
+    # 64-bit arithmetic: the product overflows PostgreSQL's integer.
+    sampled = ((cast(Image.id, BigInteger) * literal(SAMPLE_MULTIPLIER, BigInteger))
+               % SAMPLE_BUCKETS) < sample_threshold(project)
     return case((or_(sampled, contested), project.contested_readers), else_=k)
 
 

@@ -23,6 +23,7 @@ from .queue import Cell, active_version, candidates, suggestion_of
 # for the same head of the queue all get a cell in one round trip.
 CLAIM_WINDOW = 8
 PREFETCH = 2
+CLAIM_ATTEMPTS = 4
 
 
 def _insert(session: Session):
@@ -74,20 +75,25 @@ def next_for(session: Session, project: Project, user_id: int, skipped: list[int
     now = utcnow()
     held = held_cell(session, project, user_id, now)
     version = active_version(session, project.id)
-    rows = session.execute(
-        candidates(project, version, skipped, user_id, now).limit(CLAIM_WINDOW)).all()
     chosen = held
     later: list[Image] = []
     if chosen is None:
         sweep_expired(session, now)
-    for image, prediction, slot in rows:
-        if chosen is None:
-            if try_lease(session, project, image.id, user_id, slot, now):
-                chosen = (image, prediction)
-            continue
-        if image.id != chosen[0].id:
-            later.append(image)
-        if len(later) >= PREFETCH:
+    # Readers racing for the head of the queue take its cells from under each
+    # other: look again (further down) until one is won or the queue is dry.
+    for attempt in range(CLAIM_ATTEMPTS):
+        rows = session.execute(candidates(project, version, skipped, user_id, now)
+                               .limit(CLAIM_WINDOW * (attempt + 1))).all()
+        for image, prediction, slot in rows:
+            if chosen is None:
+                if try_lease(session, project, image.id, user_id, slot, now):
+                    chosen = (image, prediction)
+                continue
+            if image.id != chosen[0].id:
+                later.append(image)
+            if len(later) >= PREFETCH:
+                break
+        if chosen is not None or len(rows) < CLAIM_WINDOW * (attempt + 1):
             break
     session.commit()
     if chosen is None:

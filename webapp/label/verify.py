@@ -31,7 +31,7 @@ def grid(session: Session, project: Project, user: User, class_id: int, min_conf
         select(Image, Prediction).join(Prediction, and_(
             Prediction.image_id == Image.id, Prediction.model_version_id == version.id))
         .where(Image.project_id == project.id)
-        .where(Image.id.in_(select(_leased_ids(user.id, now))))
+        .where(Image.id.in_(_leased_ids(user.id, now)))
         .where(Prediction.predicted_class_id == class_id, Prediction.confidence >= min_confidence)
         .order_by(Prediction.confidence.desc())).all()
     out = [tuple(r) for r in held]
