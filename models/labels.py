@@ -57,18 +57,24 @@ def needed_readers(project: Project, image_id: int, voted_class_ids) -> int:
 
 # --- SQL pieces (the labeling queue) -----------------------------------------------------
 
+# Aliases made once: building one per query costs more than running the query.
+_UNDO = aliased(Annotation, name="undo")
+_VOTE = aliased(Annotation, name="vote")
+_FLAGGED = aliased(Annotation, name="flagged")
+_CURATED = aliased(Annotation, name="curated")
+_CONTESTED = aliased(Annotation, name="contested")
+
+
 def live_vote(vote=Annotation):
     """SQL condition on an annotations alias: a reader's decision no undo has voided."""
-    undo = aliased(Annotation)
     return and_(vote.origin == Origin.READER, vote.kind != Kind.RETRACT,
-                ~exists().where(undo.retracts_id == vote.id))
+                ~exists().where(_UNDO.retracts_id == vote.id))
 
 
 def vote_count():
     """Scalar subquery: live votes on the current ``Image`` row."""
-    vote = aliased(Annotation)
-    return (select(func.count(vote.id))
-            .where(vote.image_id == Image.id, live_vote(vote)).scalar_subquery())
+    return (select(func.count(_VOTE.id))
+            .where(_VOTE.image_id == Image.id, live_vote(_VOTE)).scalar_subquery())
 
 
 def needed_readers_sql(project: Project):
@@ -76,9 +82,8 @@ def needed_readers_sql(project: Project):
     k = project.readers_per_cell
     if not project.contested_readers or project.contested_readers <= k:
         return literal(k)
-    vote = aliased(Annotation)
-    contested = exists().where(vote.image_id == Image.id, live_vote(vote),
-                               vote.label_class_id.in_(project.contested_class_ids or [-1]))
+    contested = exists().where(_CONTESTED.image_id == Image.id, live_vote(_CONTESTED),
+                               _CONTESTED.label_class_id.in_(project.contested_class_ids or [-1]))
     # 64-bit arithmetic: the product overflows PostgreSQL's integer.
     sampled = ((cast(Image.id, BigInteger) * literal(SAMPLE_MULTIPLIER, BigInteger))
                % SAMPLE_BUCKETS) < sample_threshold(project)
@@ -87,13 +92,11 @@ def needed_readers_sql(project: Project):
 
 def awaits_readers(project: Project):
     """SQL conditions: a pool cell of the project that still needs a reader's vote."""
-    curated = aliased(Annotation)
-    flagged = aliased(Annotation)
     return (
         Image.project_id == project.id, Image.split == Split.POOL,
-        ~exists().where(curated.image_id == Image.id, curated.origin == Origin.CURATOR),
-        ~exists().where(flagged.image_id == Image.id, live_vote(flagged),
-                        flagged.flag == Flag.AMBIGUOUS),
+        ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR),
+        ~exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
+                        _FLAGGED.flag == Flag.AMBIGUOUS),
         vote_count() < needed_readers_sql(project),
     )
 

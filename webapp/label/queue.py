@@ -53,13 +53,15 @@ def leases_by_others(reader_id: int, now: datetime):
             .scalar_subquery())
 
 
+_MINE = aliased(Annotation, name="mine")
+
+
 def for_reader(reader_id: int, project: Project, now: datetime) -> tuple:
     """SQL conditions: cells this reader may be given now."""
-    mine = aliased(Annotation)
     return (
         # A reader never sees the same cell twice (an undo hands it back explicitly).
-        ~exists().where(mine.image_id == Image.id, mine.user_id == reader_id,
-                        mine.origin == Origin.READER),
+        ~exists().where(_MINE.image_id == Image.id, _MINE.user_id == reader_id,
+                        _MINE.origin == Origin.READER),
         vote_count() + leases_by_others(reader_id, now) < needed_readers_sql(project),
     )
 
