@@ -62,6 +62,11 @@ def seed(url: str, storage: Path, cells: int, readers: int) -> int:
         for n in range(readers):
             create_user(s, f"reader{n}", Role.PATHOLOGIST, PASSWORD)
         pid = project.id
+    # Planner statistics, as a database in service has them (PostgreSQL's autovacuum
+    # gathers them within a minute or so); without them the queue query's plan is poor.
+    with get_engine(url).connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
     get_engine(url).dispose()
     return pid
 

@@ -82,8 +82,8 @@ def next_for(session: Session, project: Project, user_id: int, skipped: list[int
     # Readers racing for the head of the queue take its cells from under each
     # other: look again (further down) until one is won or the queue is dry.
     for attempt in range(CLAIM_ATTEMPTS):
-        rows = session.execute(candidates(project, version, skipped, user_id, now)
-                               .limit(CLAIM_WINDOW * (attempt + 1))).all()
+        stmt, params = candidates(project, version, skipped, user_id, now)
+        rows = session.execute(stmt.limit(CLAIM_WINDOW * (attempt + 1)), params).all()
         for image, prediction, slot in rows:
             if chosen is None:
                 if try_lease(session, project, image.id, user_id, slot, now):

@@ -37,13 +37,13 @@ def grid(session: Session, project: Project, user: User, class_id: int, min_conf
     out = [tuple(r) for r in held]
     if len(out) < GRID_SIZE:
         sweep_expired(session, now)
-        query = (candidates(project, version, None, user.id, now)
-                 .where(Prediction.predicted_class_id == class_id,
+        stmt, params = candidates(project, version, None, user.id, now)
+        query = (stmt.where(Prediction.predicted_class_id == class_id,
                         Prediction.confidence >= min_confidence)
                  .order_by(None).order_by(Prediction.confidence.desc(), Image.id)
                  .limit(GRID_SIZE * 2))
         taken = {image.id for image, _ in out}
-        for image, prediction, slot in session.execute(query).all():
+        for image, prediction, slot in session.execute(query, params).all():
             if len(out) >= GRID_SIZE:
                 break
             if image.id not in taken and try_lease(session, project, image.id, user.id, slot, now):
