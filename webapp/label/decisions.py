@@ -91,11 +91,13 @@ def take_lease(session: Session, image: Image, user: User) -> None:
 
 
 def record(session: Session, project: Project, image_id: int, user: User, decision: Decision,
-           kind: Kind = Kind.LABEL) -> tuple[Annotation, bool]:
+           kind: Kind = Kind.LABEL, commit: bool = True) -> tuple[Annotation, bool]:
     """Validate and store; returns (annotation, created). Nothing is written on error.
 
     A repeated submission id (double keypress, retried request) returns the
-    first annotation instead of writing a second.
+    first annotation instead of writing a second.  With ``commit=False`` the
+    row is only flushed: the caller commits it together with the next lease
+    (one commit, one disk sync, per keypress).
     """
     earlier = _earlier(session, user, decision.submission_id)
     if earlier is not None:
@@ -139,7 +141,7 @@ def record(session: Session, project: Project, image_id: int, user: User, decisi
     )
     session.add(annotation)
     try:
-        session.commit()
+        session.commit() if commit else session.flush()
     except IntegrityError:
         # Two copies of one submission raced; the other one won.
         session.rollback()

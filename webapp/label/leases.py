@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -49,12 +49,11 @@ def sweep_expired(session: Session, now: datetime) -> None:
     session.execute(delete(Lease).where(Lease.expires_at <= now))
 
 
-def held_cell(session: Session, project: Project, user_id: int, now: datetime
-              ) -> tuple[Image, Prediction | None] | None:
+def held_cell(session: Session, project: Project, user_id: int, now: datetime,
+              version=None) -> tuple[Image, Prediction | None] | None:
     """The newest live lease of this reader on a cell they have not decided on."""
     mine = select(Annotation.id).where(Annotation.image_id == Image.id,
                                        Annotation.user_id == user_id, live_vote(Annotation))
-    version = active_version(session, project.id)
     join_on = (Prediction.image_id == Image.id) & (Prediction.model_version_id == version.id) \
         if version else (Prediction.id == -1)
     row = session.execute(
@@ -66,15 +65,18 @@ def held_cell(session: Session, project: Project, user_id: int, now: datetime
     return tuple(row) if row else None
 
 
-def next_for(session: Session, project: Project, user_id: int, skipped: list[int] | None = None
-             ) -> tuple[Cell | None, list[Image]]:
+def next_for(session: Session, project: Project, user_id: int, skipped: list[int] | None = None,
+             durable: bool = False) -> tuple[Cell | None, list[Image]]:
     """The reader's cell (held, or newly leased) and the next cells to prefetch.
 
-    Commits: the lease must be visible to other readers at once.
+    Commits (with whatever decision the caller flushed): the lease must be
+    visible to other readers at once.  A lease alone is not worth a disk sync
+    on PostgreSQL (a crash loses a lease, which then simply is not there);
+    pass ``durable`` when the transaction carries a decision.
     """
     now = utcnow()
-    held = held_cell(session, project, user_id, now)
     version = active_version(session, project.id)
+    held = held_cell(session, project, user_id, now, version)
     chosen = held
     later: list[Image] = []
     if chosen is None:
@@ -95,6 +97,8 @@ def next_for(session: Session, project: Project, user_id: int, skipped: list[int
                 break
         if chosen is not None or len(rows) < CLAIM_WINDOW * (attempt + 1):
             break
+    if not durable and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     session.commit()
     if chosen is None:
         return None, []

@@ -53,9 +53,9 @@ def _done(user_id: int) -> int:
     return int(n or 0)
 
 
-def _cell_context(project: Project) -> dict:
+def _cell_context(project: Project, durable: bool = False) -> dict:
     db = get_db()
-    cell, later = next_for(db, project, current_user.id, _skipped(project.id))
+    cell, later = next_for(db, project, current_user.id, _skipped(project.id), durable)
     state = _reading(project.id)
     hours = max(time.time() - state["since"], 60.0) / 3600
     return dict(project=project, cell=cell, prefetch=later,
@@ -66,8 +66,8 @@ def _cell_context(project: Project) -> dict:
                 submission_id=uuid.uuid4().hex)
 
 
-def _cell_fragment(project: Project):
-    return render_template("label/_cell.html", **_cell_context(project))
+def _cell_fragment(project: Project, durable: bool = False):
+    return render_template("label/_cell.html", **_cell_context(project, durable))
 
 
 def _refusal(exc: DecisionError):
@@ -104,12 +104,14 @@ def next_(project_id: int):
 def decide(project_id: int, image_id: int):
     project = _project(project_id)
     try:
-        annotation, created = record(get_db(), project, image_id, current_user, parse(request.form))
+        # Flushed, then committed with the next cell's lease: one commit per keypress.
+        annotation, created = record(get_db(), project, image_id, current_user,
+                                     parse(request.form), commit=False)
     except DecisionError as exc:
         return _refusal(exc)
     if created:
         _count_decision(project.id, annotation.id)
-    return _cell_fragment(project)
+    return _cell_fragment(project, durable=created)
 
 
 @bp.post("/<int:project_id>/cells/<int:image_id>/skip")
@@ -120,9 +122,7 @@ def skip(project_id: int, image_id: int):
     ids = [i for i in skipped.get(str(project_id), []) if i != image_id] + [image_id]
     skipped[str(project_id)] = ids[-SKIP_MEMORY:]
     session.modified = True
-    db = get_db()
-    release(db, image_id, current_user.id)
-    db.commit()
+    release(get_db(), image_id, current_user.id)  # committed with the next cell's lease
     return _cell_fragment(project)
 
 
