@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
-from models import Annotation, Flag, ModelVersion, Origin, Project, Split
+from models import Annotation, ModelVersion, Origin, Project, Split
 from models.db import session_scope
 from models.labels import EXCLUDED, FINAL, cell_states, labeled_images
 from tests.conftest import LoggedIn, make_user

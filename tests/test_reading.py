@@ -6,7 +6,6 @@ import re
 import threading
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, select, update
 
 from models import Annotation, Kind, Lease, Origin, Project, Split, utcnow
@@ -50,7 +49,6 @@ def test_two_readers_at_once_never_get_the_same_cell(app, settings, tmp_path):
         h1, h2 = _label(r1, pid, h1, "monocyte").text, _label(r2, pid, h2, "platelet").text
     assert not seen1 & seen2 and len(seen1 | seen2) == 6
     assert shown(h1) is None and shown(h2) is None  # everything read once (k = 1)
-    # A reload shows the same leased cell, not a new one.
     assert len(_reader_rows(settings)) == 6
 
 
@@ -176,7 +174,7 @@ def test_backspace_undoes_the_last_decisions(app, settings, tmp_path):
     response = r1.post(f"/label/{pid}/undo")
     assert response.status_code == 409 and "last 10 decisions" in response.text
     live = [c for c in _states(settings, pid).values() if c.votes]
-    assert len(live) == 2  # 12 labeled, the relabel kept... 10 undone
+    assert len(live) == 2  # 12 cells labeled, the last 10 decisions undone
     assert sum(1 for r in _reader_rows(settings) if r.kind == Kind.RETRACT) == 11
 
 

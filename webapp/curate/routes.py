@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from models import Annotation, Flag, Image, Origin, Prediction, Project, Role, User
+from models.labels import cell_states
 
 from ..auth.roles import role_required
 from ..db import get_db
@@ -42,8 +43,6 @@ def index():
 @bp.get("/cells/<int:image_id>")
 @role_required(Role.CURATOR)
 def cell(image_id: int):
-    from models.labels import cell_states
-
     db = get_db()
     image = _image(image_id)
     project = db.get(Project, image.project_id)

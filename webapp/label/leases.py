@@ -14,7 +14,7 @@ from sqlalchemy import delete, exists, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Annotation, Image, Lease, Origin, Prediction, Project, utcnow
+from models import Annotation, Image, Lease, Prediction, Project, utcnow
 from models.labels import live_vote
 
 from .queue import Cell, active_version, candidates, suggestion_of

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from models import Annotation, Image, Kind, Origin, Prediction, Project, User, utcnow
+from models import Annotation, Image, Kind, Lease, Origin, Prediction, Project, User, utcnow
 
 from .decisions import DecisionError, take_lease
 from .leases import release, sweep_expired, try_lease
@@ -53,8 +53,6 @@ def grid(session: Session, project: Project, user: User, class_id: int, min_conf
 
 
 def _leased_ids(user_id: int, now):
-    from models import Lease
-
     return select(Lease.image_id).where(Lease.user_id == user_id, Lease.expires_at > now)
 
 
