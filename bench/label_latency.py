@@ -3,7 +3,7 @@
 Self-contained: seeds a fresh database (SQLite under a temporary folder by
 default; with --database-url, a new database on that PostgreSQL server,
 dropped afterwards), starts gunicorn on loopback (webapp/gunicorn_conf.py:
-4 single-threaded workers), logs in N readers, and has each do
+one single-threaded worker per core), logs in N readers, and has each do
 label + fetch-next (one POST: the answer is the next cell) in a loop.
 Reports the server's own time per request (the Server-Timing header) and the
 client's round trip, by percentile.  Goal: p95 < 25 ms for 20 readers on
@@ -139,7 +139,8 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=20)
     parser.add_argument("--decisions", type=int, default=40, help="labels per reader")
     parser.add_argument("--cells", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
+                        help="gunicorn worker processes (default: one per core, as in production)")
     parser.add_argument("--database-url", help="a PostgreSQL server URL (a fresh database is made)")
     args = parser.parse_args()
 
