@@ -99,9 +99,8 @@ def record(session: Session, project: Project, image_id: int, user: User, decisi
     row is only flushed: the caller commits it together with the next lease
     (one commit, one disk sync, per keypress).
     """
-    earlier = _earlier(session, user, decision.submission_id)
-    if earlier is not None:
-        return earlier, False
+    # A repeated submission is recognised below, when its lease is found used up:
+    # checking for it first would cost every keypress a query.
     image = session.get(Image, image_id)
     if image is None or image.project_id != project.id:
         raise DecisionError(f"Cell {image_id} does not exist in project {project.name!r}.", 404)

@@ -8,22 +8,24 @@ moves on to the next cell.  Expired leases are swept before each claim.
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
+from functools import lru_cache
 
-from sqlalchemy import delete, exists, func, select, text
+from sqlalchemy import bindparam, delete, exists, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Annotation, Image, Lease, Prediction, Project, utcnow
-from models.labels import live_vote
+from models.labels import live_vote, needed_readers_sql, vote_count
 
-from .queue import Cell, active_version, candidates, suggestion_of
+from .queue import Cell, Rules, active_version, candidates, leases_by_others, suggestion_of
 
 # How many queued cells one claim looks at: enough that a few readers racing
 # for the same head of the queue all get a cell in one round trip.
 CLAIM_WINDOW = 8
 PREFETCH = 2
-CLAIM_ATTEMPTS = 4
+CLAIM_ATTEMPTS = 6
 
 
 def _insert(session: Session):
@@ -35,14 +37,44 @@ def lease_until(project: Project, now: datetime) -> datetime:
     return now + timedelta(minutes=project.lease_minutes)
 
 
+@lru_cache(maxsize=128)
+def _claim_stmt(rules: Rules, dialect: str):
+    """INSERT a lease only if the cell still has room at this very statement.
+
+    The candidates were chosen by an earlier statement, whose view may be
+    stale by now (PostgreSQL's READ COMMITTED): another reader may meanwhile
+    have leased the cell and labeled it, freeing the slot number.  Re-checking
+    the cell's room inside the INSERT closes that gap; the unique slot settles
+    claims that race within it.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    room = (select(Image.id, bindparam("slot"), bindparam("user_id"), bindparam("created_at"),
+                   bindparam("expires_at"))
+            .where(Image.id == bindparam("image_id"),
+                   vote_count() + leases_by_others() < needed_readers_sql(rules)))
+    table = Lease.__table__
+    return (insert(table)
+            .from_select([table.c.image_id, table.c.slot, table.c.user_id, table.c.created_at,
+                          table.c.expires_at], room)
+            .on_conflict_do_nothing(index_elements=["image_id", "slot"])
+            .returning(table.c.id))
+
+
 def try_lease(session: Session, project: Project, image_id: int, user_id: int, slot: int,
               now: datetime) -> bool:
-    """Insert one lease; False when the slot was taken first."""
-    stmt = _insert(session)(Lease).values(
-        image_id=image_id, user_id=user_id, slot=slot, created_at=now,
-        expires_at=lease_until(project, now)).on_conflict_do_nothing(
-        index_elements=["image_id", "slot"]).returning(Lease.id)
-    return session.execute(stmt).scalar() is not None
+    """Lease a cell if it still has room; False when another reader got there first.
+
+    A slot held by an expired lease is swept and tried once more (sweeping
+    only then saves every claim a query).
+    """
+    stmt = _claim_stmt(Rules.of(project), session.get_bind().dialect.name)
+    params = {"image_id": image_id, "slot": slot, "user_id": user_id, "reader_id": user_id,
+              "now": now, "created_at": now, "expires_at": lease_until(project, now)}
+    if session.execute(stmt, params).scalar() is not None:
+        return True
+    swept = session.execute(delete(Lease).where(
+        Lease.image_id == image_id, Lease.slot == slot, Lease.expires_at <= now)).rowcount
+    return bool(swept) and session.execute(stmt, params).scalar() is not None
 
 
 def sweep_expired(session: Session, now: datetime) -> None:
@@ -79,22 +111,24 @@ def next_for(session: Session, project: Project, user_id: int, skipped: list[int
     held = held_cell(session, project, user_id, now, version)
     chosen = held
     later: list[Image] = []
-    if chosen is None:
-        sweep_expired(session, now)
     # Readers racing for the head of the queue take its cells from under each
     # other: look again (further down) until one is won or the queue is dry.
     for attempt in range(CLAIM_ATTEMPTS):
         stmt, params = candidates(project, version, skipped, user_id, now)
         rows = session.execute(stmt.limit(CLAIM_WINDOW * (attempt + 1)), params).all()
-        for image, prediction, slot in rows:
-            if chosen is None:
+        tries = list(rows)
+        if attempt and chosen is None:
+            # Lost the race for the head: spread out rather than queue up behind
+            # the same few cells as every other reader who lost it too.
+            random.shuffle(tries)
+        if chosen is None:
+            for image, prediction, slot in tries:
                 if try_lease(session, project, image.id, user_id, slot, now):
                     chosen = (image, prediction)
-                continue
-            if image.id != chosen[0].id:
-                later.append(image)
-            if len(later) >= PREFETCH:
-                break
+                    break
+        if chosen is not None:
+            # Prefetch what comes next in queue order.
+            later = [image for image, _p, _s in rows if image.id != chosen[0].id][:PREFETCH]
         if chosen is not None or len(rows) < CLAIM_WINDOW * (attempt + 1):
             break
     if not durable and session.get_bind().dialect.name == "postgresql":
@@ -115,4 +149,7 @@ def take_back(session: Session, project: Project, image_id: int, user_id: int) -
     now = utcnow()
     release(session, image_id, user_id)
     top = session.scalar(select(func.max(Lease.slot)).where(Lease.image_id == image_id))
-    try_lease(session, project, image_id, user_id, (top if top is not None else 0) + 1000, now)
+    # Above every slot a claim would compute: this lease never blocks one.
+    session.add(Lease(image_id=image_id, user_id=user_id, slot=(top or 0) + 1000,
+                      created_at=now, expires_at=lease_until(project, now)))
+    session.flush()

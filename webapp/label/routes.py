@@ -7,13 +7,13 @@ from flask import abort, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import case, func, select
 
-from models import Annotation, Kind, Origin, Project, Role
+from models import Annotation, Kind, Origin, Project, Role, utcnow
 
 from ..auth.roles import role_required
 from ..db import get_db
 from . import bp
 from .decisions import DecisionError, parse, record, undo
-from .leases import next_for, release
+from .leases import next_for, release, sweep_expired
 from .queue import remaining
 
 SKIP_MEMORY = 500  # cells remembered as skipped per project in the session
@@ -90,6 +90,9 @@ def index():
 @bp.get("/<int:project_id>")
 @role_required(Role.PATHOLOGIST)
 def page(project_id: int):
+    # Expired leases are swept here (a page load, not every keypress); a claim
+    # meeting one on its slot sweeps that one itself.
+    sweep_expired(get_db(), utcnow())
     return render_template("label/page.html", **_cell_context(_project(project_id)))
 
 
