@@ -345,3 +345,21 @@ def test_fifty_readers_at_once_lose_nothing(app, settings, tmp_path):
     rows = _reader_rows(settings)
     assert len(rows) == len(saved) == 100
     assert len({r.image_id for r in rows}) == 100  # k = 1: no cell read twice
+
+
+def test_a_stale_candidate_list_cannot_lease_a_labeled_cell(app, settings, tmp_path):
+    """Between choosing a cell and claiming it, another reader may lease and label it."""
+    from webapp.label.leases import try_lease
+
+    pid = flat_project(settings, tmp_path, "p", 2)
+    make_user(settings, "r1", "pathologist")
+    late = make_user(settings, "r2", "pathologist")
+    r1 = LoggedIn(app.test_client(), "r1")
+    html = r1.get(f"/label/{pid}").text
+    cell = shown(html)
+    assert _label(r1, pid, html, "monocyte").status_code == 200
+    # r2 computed slot 0 for this cell before r1 labeled it; r1's lease on slot 0 is gone.
+    with session_scope(settings.database_url) as s:
+        assert not try_lease(s, s.get(Project, pid), cell, late, 0, utcnow())
+        s.commit()
+        assert s.scalar(select(func.count(Lease.id)).where(Lease.image_id == cell)) == 0
