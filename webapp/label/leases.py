@@ -83,18 +83,25 @@ def sweep_expired(session: Session, now: datetime) -> None:
 
 def held_cell(session: Session, project: Project, user_id: int, now: datetime,
               version=None) -> tuple[Image, Prediction | None] | None:
-    """The newest live lease of this reader on a cell they have not decided on."""
+    """The newest live lease of this reader on a cell they have not decided on.
+
+    Usually there is none (labeling uses the lease up): one small indexed
+    query answers that, and only a held lease costs the second.
+    """
+    held = session.scalars(
+        select(Lease.image_id).join(Image, Image.id == Lease.image_id)
+        .where(Lease.user_id == user_id, Lease.expires_at > now, Image.project_id == project.id)
+        .order_by(Lease.created_at.desc(), Lease.id.desc()).limit(5)).all()
+    if not held:
+        return None
     mine = select(Annotation.id).where(Annotation.image_id == Image.id,
                                        Annotation.user_id == user_id, live_vote(Annotation))
     join_on = (Prediction.image_id == Image.id) & (Prediction.model_version_id == version.id) \
         if version else (Prediction.id == -1)
-    row = session.execute(
-        select(Image, Prediction).join(Lease, Lease.image_id == Image.id)
-        .outerjoin(Prediction, join_on)
-        .where(Lease.user_id == user_id, Lease.expires_at > now, Image.project_id == project.id,
-               ~exists(mine))
-        .order_by(Lease.created_at.desc(), Lease.id.desc()).limit(1)).first()
-    return tuple(row) if row else None
+    rows = {image.id: (image, prediction) for image, prediction in session.execute(
+        select(Image, Prediction).outerjoin(Prediction, join_on)
+        .where(Image.id.in_(held), ~exists(mine))).all()}
+    return next((rows[i] for i in held if i in rows), None)
 
 
 def next_for(session: Session, project: Project, user_id: int, skipped: list[int] | None = None,

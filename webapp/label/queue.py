@@ -55,9 +55,9 @@ def active_version(session: Session, project_id: int) -> ModelVersion | None:
     )
 
 
-# The queue counter stops counting here ("1000+"): an exact count of a large
+# The queue counter stops counting here ("200+"): an exact count of a large
 # pool would scan it all on every decision.
-REMAINING_CAP = 1000
+REMAINING_CAP = 200
 
 
 @lru_cache(maxsize=64)

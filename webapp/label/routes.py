@@ -14,7 +14,7 @@ from ..db import get_db
 from . import bp
 from .decisions import DecisionError, parse, record, undo
 from .leases import next_for, release, sweep_expired
-from .queue import remaining
+from .queue import REMAINING_CAP, remaining
 
 SKIP_MEMORY = 500  # cells remembered as skipped per project in the session
 UNDO_DEPTH = 10  # the last decisions of a session that Backspace can take back
@@ -59,7 +59,7 @@ def _cell_context(project: Project, durable: bool = False) -> dict:
     state = _reading(project.id)
     hours = max(time.time() - state["since"], 60.0) / 3600
     return dict(project=project, cell=cell, prefetch=later,
-                remaining=remaining(db, project), done=_done(current_user.id),
+                remaining=remaining(db, project), cap=REMAINING_CAP, done=_done(current_user.id),
                 session_count=state["n"], per_hour=round(state["n"] / hours) if state["n"] else 0,
                 undoable=len(state["recent"]), blind=project.blind_reading,
                 # A fresh id per cell shown: a repeated submission of it is recognised.
