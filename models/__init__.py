@@ -1,13 +1,14 @@
 """hemaloop's data model: SQLAlchemy 2 tables shared by webapp, worker and Alembic."""
 
-from .annotations import Annotation, Flag, Origin
+from .annotations import Annotation, Flag, Kind, Origin
 from .base import Base, utcnow
 from .images import Image, Split
+from .leases import Lease
 from .projects import LabelClass, Project
 from .training import ModelVersion, Prediction, RoundStatus, TrainingRound
 from .users import Role, User
 
 __all__ = [
-    "Annotation", "Base", "Flag", "Image", "LabelClass", "ModelVersion", "Origin",
+    "Annotation", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
     "Prediction", "Project", "Role", "RoundStatus", "Split", "TrainingRound", "User", "utcnow",
 ]

@@ -18,24 +18,38 @@ from .base import Base, utcnow
 
 class Flag(enum.StrEnum):
     AMBIGUOUS = "ambiguous"
-    UNUSABLE = "unusable"
+    UNUSABLE = "unusable"  # out of focus, overlapping, artefact
+    EXCLUDED = "excluded"  # a curator's decision: the cell is dropped for good
 
 
 class Origin(enum.StrEnum):
     READER = "reader"  # a person in the labeling page
     REFERENCE = "reference"  # came with an import (class folder names)
+    CURATOR = "curator"  # a curator settling a cell; the latest one is final
+
+
+class Kind(enum.StrEnum):
+    LABEL = "label"  # a class or flag chosen for one cell
+    VERIFY = "verify"  # a model suggestion confirmed in the bulk-verification grid
+    RETRACT = "retract"  # an undo: voids the row named by retracts_id
 
 
 class Annotation(Base):
     __tablename__ = "annotations"
     __table_args__ = (
+        # A decision names a class or a flag, never both; an undo names neither
+        # and points at the row it voids.
         CheckConstraint(
-            "(label_class_id IS NULL) <> (flag IS NULL)", name="class_xor_flag"
+            "(kind = 'retract' AND label_class_id IS NULL AND flag IS NULL "
+            "AND retracts_id IS NOT NULL) OR (kind <> 'retract' AND retracts_id IS NULL "
+            "AND (label_class_id IS NULL) <> (flag IS NULL))", name="decision_shape"
         ),
         CheckConstraint("duration_ms IS NULL OR duration_ms >= 0", name="duration_positive"),
         # A retried or double-submitted request carries the same submission id.
         UniqueConstraint("user_id", "submission_id"),
         Index("ix_annotations_image_created", "image_id", "created_at"),
+        # A reader's session: counters, undo, cells per hour.
+        Index("ix_annotations_user_created", "user_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -57,3 +71,11 @@ class Annotation(Base):
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     suggested_class_id: Mapped[int | None] = mapped_column(ForeignKey("label_classes.id"))
     submission_id: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[Kind] = mapped_column(
+        Enum(Kind, name="annotation_kind", values_callable=lambda e: [m.value for m in e],
+             native_enum=False, length=10),
+        default=Kind.LABEL,
+    )
+    retracts_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"), index=True)
+    # A curator's reason for a resolution (optional).
+    note: Mapped[str | None] = mapped_column(String(2000))

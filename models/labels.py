@@ -1,47 +1,182 @@
 """Current labels, derived from the append-only annotation history.
 
-Nothing stores "the label of a cell": it is the latest annotation of each
-origin.  The webapp (queue, counts) and the worker (training and test labels)
-both ask here, so they can never disagree about which cells are labeled.
+Nothing stores "the label of a cell": it is worked out here, the single place
+the webapp (queue, curation, agreement) and the worker (training and test
+labels) ask, so they can never disagree about which cells are labeled.
+
+- A reader's *vote* on a cell is their latest annotation that no undo (a
+  ``retract`` row) has voided.
+- A cell needs k readers (the project's ``readers_per_cell``; its
+  ``contested_readers`` when a reader voted a contested class or the cell is
+  in the agreement sample).  Its label is *final* once k votes agree; k
+  agreeing ``unusable`` votes exclude it.  Votes that reach k without k
+  agreeing make it *disputed*; an ``ambiguous`` vote makes it *flagged*; both
+  wait for a curator.
+- A curator's latest resolution overrides everything: a class, or excluded.
+- Reference labels (class-folder imports) are final where no reader or
+  curator has spoken: always on the test split, on the pool only when the
+  project trusts them for training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
-from sqlalchemy import Select, and_, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, and_, bindparam, case, cast, exists, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased
 
-from .annotations import Annotation, Origin
+from .annotations import Annotation, Flag, Kind, Origin
 from .images import Image, Split
 from .projects import Project
 
+# The agreement sample: a fixed, evenly spread share of cells, chosen by a
+# multiplicative hash of the id that SQL and Python compute identically.
+SAMPLE_MULTIPLIER = 2654435761
+SAMPLE_BUCKETS = 1000
 
-def _latest(origin: Origin) -> Select:
-    """Latest annotation of one origin per image: (image_id, label_class_id, flag)."""
-    ranked = (
-        select(
-            Annotation.image_id,
-            Annotation.label_class_id,
-            Annotation.flag,
-            func.row_number()
-            .over(
-                partition_by=Annotation.image_id,
-                order_by=(Annotation.created_at.desc(), Annotation.id.desc()),
-            )
-            .label("rn"),
-        )
-        .where(Annotation.origin == origin)
-        .subquery()
+OPEN, FINAL, EXCLUDED, DISPUTED, FLAGGED = "open", "final", "excluded", "disputed", "flagged"
+
+
+def sample_threshold(project: Project) -> int:
+    return round(project.agreement_share * SAMPLE_BUCKETS)
+
+
+def in_agreement_sample(project: Project, image_id: int) -> bool:
+    return (image_id * SAMPLE_MULTIPLIER) % SAMPLE_BUCKETS < sample_threshold(project)
+
+
+def needed_readers(project: Project, image_id: int, voted_class_ids) -> int:
+    k = project.readers_per_cell
+    if project.contested_readers and (
+            in_agreement_sample(project, image_id)
+            or set(voted_class_ids) & set(project.contested_class_ids or [])):
+        return max(k, project.contested_readers)
+    return k
+
+
+# --- SQL pieces (the labeling queue) -----------------------------------------------------
+
+# Aliases made once: building one per query costs more than running the query.
+_UNDO = aliased(Annotation, name="undo")
+_VOTE = aliased(Annotation, name="vote")
+_FLAGGED = aliased(Annotation, name="flagged")
+_CURATED = aliased(Annotation, name="curated")
+_CONTESTED = aliased(Annotation, name="contested")
+
+
+def live_vote(vote=Annotation):
+    """SQL condition on an annotations alias: a reader's decision no undo has voided."""
+    return and_(vote.origin == Origin.READER, vote.kind != Kind.RETRACT,
+                ~exists().where(_UNDO.retracts_id == vote.id))
+
+
+def vote_count():
+    """Scalar subquery: live votes on the current ``Image`` row."""
+    return (select(func.count(_VOTE.id))
+            .where(_VOTE.image_id == Image.id, live_vote(_VOTE)).scalar_subquery())
+
+
+def needed_readers_sql(project: Project):
+    """SQL expression: readers the current ``Image`` row needs (see needed_readers)."""
+    k = project.readers_per_cell
+    if not project.contested_readers or project.contested_readers <= k:
+        return literal(k)
+    contested = exists().where(_CONTESTED.image_id == Image.id, live_vote(_CONTESTED),
+                               _CONTESTED.label_class_id.in_(project.contested_class_ids or [-1]))
+    # 64-bit arithmetic: the product overflows PostgreSQL's integer.
+    sampled = ((cast(Image.id, BigInteger) * literal(SAMPLE_MULTIPLIER, BigInteger))
+               % SAMPLE_BUCKETS) < sample_threshold(project)
+    return case((or_(sampled, contested), project.contested_readers), else_=k)
+
+
+def awaits_readers(project: Project):
+    """SQL conditions: a pool cell of the project (``:project_id``) still needing a vote."""
+    return (
+        Image.project_id == bindparam("project_id", project.id), Image.split == Split.POOL,
+        ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR),
+        ~exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
+                        _FLAGGED.flag == Flag.AMBIGUOUS),
+        vote_count() < needed_readers_sql(project),
     )
-    return select(ranked.c.image_id, ranked.c.label_class_id, ranked.c.flag).where(ranked.c.rn == 1)
 
 
 def has_reader_annotation():
     """SQL condition: some reader has decided on this image (class or flag)."""
-    return exists().where(
-        and_(Annotation.image_id == Image.id, Annotation.origin == Origin.READER)
-    )
+    return exists().where(and_(Annotation.image_id == Image.id, live_vote(Annotation)))
+
+
+# --- cell states (curation, agreement, training) ----------------------------------------
+
+@dataclass
+class CellState:
+    image_id: int
+    split: Split
+    storage_path: str
+    # user id -> the live vote: a class id, or a Flag
+    votes: dict[int, int | Flag] = field(default_factory=dict)
+    vote_rows: dict[int, Annotation] = field(default_factory=dict)
+    curator: Annotation | None = None
+    reference_class_id: int | None = None
+    need: int = 1
+    status: str = OPEN
+    class_id: int | None = None  # the final class
+
+    @property
+    def voted_classes(self) -> list[int]:
+        return [v for v in self.votes.values() if isinstance(v, int)]
+
+
+def _settle(project: Project, cell: CellState) -> None:
+    cell.need = needed_readers(project, cell.image_id, cell.voted_classes)
+    if cell.curator is not None:
+        cell.class_id = cell.curator.label_class_id
+        cell.status = FINAL if cell.class_id is not None else EXCLUDED
+        return
+    if Flag.AMBIGUOUS in cell.votes.values():
+        cell.status = FLAGGED
+        return
+    if len(cell.votes) < cell.need:
+        cell.status = OPEN
+        return
+    choice, n = Counter(cell.votes.values()).most_common(1)[0]
+    if n >= cell.need:
+        if choice == Flag.UNUSABLE:
+            cell.status = EXCLUDED
+        else:
+            cell.status, cell.class_id = FINAL, choice
+    else:
+        cell.status = DISPUTED
+
+
+def cell_states(session: Session, project: Project, split: Split | None = None,
+                image_ids: list[int] | None = None) -> dict[int, CellState]:
+    """Every cell's votes, curator resolution, reference label and status."""
+    image_filter = [Image.project_id == project.id]
+    if split is not None:
+        image_filter.append(Image.split == split)
+    if image_ids is not None:
+        image_filter.append(Image.id.in_(image_ids))
+    cells = {i: CellState(i, s, p) for i, s, p in session.execute(
+        select(Image.id, Image.split, Image.storage_path).where(*image_filter))}
+    rows = session.scalars(
+        select(Annotation).join(Image, Image.id == Annotation.image_id)
+        .where(*image_filter).order_by(Annotation.created_at, Annotation.id)).all()
+    voided = {a.retracts_id for a in rows if a.kind == Kind.RETRACT}
+    for a in rows:
+        cell = cells[a.image_id]
+        if a.kind == Kind.RETRACT or a.id in voided:
+            continue  # an undo, and the decision it undid
+        if a.origin == Origin.READER:
+            cell.vote_rows[a.user_id] = a
+            cell.votes[a.user_id] = a.label_class_id if a.label_class_id is not None else a.flag
+        elif a.origin == Origin.CURATOR:
+            cell.curator = a
+        elif a.origin == Origin.REFERENCE and a.label_class_id is not None:
+            cell.reference_class_id = a.label_class_id
+    for cell in cells.values():
+        _settle(project, cell)
+    return cells
 
 
 @dataclass(frozen=True)
@@ -51,40 +186,37 @@ class LabeledImage:
     label_class_id: int
 
 
-def labeled_images(session: Session, project: Project, split: Split) -> list[LabeledImage]:
-    """Images of a split with a class label, the reader's over the reference.
+def training_label(project: Project, cell: CellState) -> int | None:
+    """The class a cell trains (or tests) with, or None when it has none yet."""
+    if cell.status == FINAL:
+        return cell.class_id
+    if cell.status == OPEN and not cell.votes and (
+            cell.split == Split.TEST or project.train_on_reference):
+        return cell.reference_class_id
+    return None
 
-    A reader's latest decision wins; a reader's flag (ambiguous, unusable)
-    removes the cell.  Reference labels from an import count where no reader
-    has decided, on the test split always (it needs ground truth) and on the
-    pool only when the project trusts them for training.
+
+def labeled_images(session: Session, project: Project, split: Split) -> list[LabeledImage]:
+    """Images of a split with a final label: consensus, curator, or trusted reference.
+
+    Cells still waiting for readers or a curator, and excluded cells, are left out.
     """
-    reader = _latest(Origin.READER).subquery()
-    reference = _latest(Origin.REFERENCE).subquery()
-    use_reference = split == Split.TEST or project.train_on_reference
-    label = func.coalesce(reader.c.label_class_id, reference.c.label_class_id) if use_reference \
-        else reader.c.label_class_id
-    rows = session.execute(
-        select(Image.id, Image.storage_path, label.label("label"))
-        .outerjoin(reader, reader.c.image_id == Image.id)
-        .outerjoin(reference, reference.c.image_id == Image.id)
-        .where(Image.project_id == project.id, Image.split == split)
-        # A reader's flag excludes the cell even when a reference label exists.
-        .where(reader.c.flag.is_(None))
-        .order_by(Image.id)
-    ).all()
-    return [LabeledImage(r.id, r.storage_path, r.label) for r in rows if r.label is not None]
+    out = []
+    for cell in sorted(cell_states(session, project, split).values(), key=lambda c: c.image_id):
+        label = training_label(project, cell)
+        if label is not None:
+            out.append(LabeledImage(cell.image_id, cell.storage_path, label))
+    return out
 
 
 def unlabeled_pool(session: Session, project: Project) -> list[tuple[int, str]]:
-    """(id, storage_path) of pool images no reader has decided on: the ones to rank."""
-    rows = session.execute(
-        select(Image.id, Image.storage_path)
-        .where(Image.project_id == project.id, Image.split == Split.POOL)
-        .where(~has_reader_annotation())
-        .order_by(Image.id)
-    )
-    return [(image_id, path) for image_id, path in rows]
+    """(id, storage_path) of pool cells without a final label: the ones to score.
+
+    Disputed and flagged cells are scored too: the curator sees the model's view.
+    """
+    cells = cell_states(session, project, Split.POOL)
+    return [(c.image_id, c.storage_path) for c in sorted(cells.values(), key=lambda c: c.image_id)
+            if c.status not in (FINAL, EXCLUDED)]
 
 
 def label_counts(labeled: list[LabeledImage]) -> dict[int, int]:
@@ -92,3 +224,4 @@ def label_counts(labeled: list[LabeledImage]) -> dict[int, int]:
     for item in labeled:
         counts[item.label_class_id] = counts.get(item.label_class_id, 0) + 1
     return counts
+

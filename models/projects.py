@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
@@ -18,6 +18,12 @@ class Project(Base):
         CheckConstraint("fine_tune_blocks >= 0 AND fine_tune_blocks <= 11", name="fine_tune_blocks_range"),
         CheckConstraint("retrain_after_new_labels IS NULL OR retrain_after_new_labels >= 1",
                         name="retrain_after_positive"),
+        CheckConstraint("readers_per_cell >= 1", name="readers_per_cell_positive"),
+        CheckConstraint("contested_readers IS NULL OR contested_readers >= 1",
+                        name="contested_readers_positive"),
+        CheckConstraint("agreement_share >= 0 AND agreement_share <= 1",
+                        name="agreement_share_range"),
+        CheckConstraint("lease_minutes >= 1", name="lease_minutes_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -39,6 +45,18 @@ class Project(Base):
     fine_tune_blocks: Mapped[int] = mapped_column(default=2)
     # Start each round's network from the active model's weights.
     warm_start: Mapped[bool] = mapped_column(default=True)
+    # Reading: k readers must agree before a cell's label is final (or a
+    # curator settles it).
+    readers_per_cell: Mapped[int] = mapped_column(default=1)
+    # A higher k for cells a reader puts in one of the contested classes, and
+    # for a random share of cells kept for measuring agreement.
+    contested_readers: Mapped[int | None]
+    contested_class_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    agreement_share: Mapped[float] = mapped_column(default=0.0)
+    # Readers do not see the model's suggestion (no anchoring).
+    blind_reading: Mapped[bool] = mapped_column(default=False)
+    # How long a cell shown to a reader stays theirs (a closed tab frees it).
+    lease_minutes: Mapped[int] = mapped_column(default=10)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     classes: Mapped[list[LabelClass]] = relationship(

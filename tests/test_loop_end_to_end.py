@@ -6,9 +6,12 @@ import re
 import time
 
 import pytest
-from sqlalchemy import func, select
+from datetime import timedelta
 
-from models import Annotation, ModelVersion, Origin, Prediction, RoundStatus, TrainingRound
+from sqlalchemy import func, select, update
+
+from models import (Annotation, Lease, ModelVersion, Origin, Prediction, RoundStatus,
+                    TrainingRound, utcnow)
 from models.db import session_scope
 from tests.conftest import LoggedIn, make_user, running_worker
 
@@ -89,6 +92,10 @@ def test_label_train_rerank(app, client, settings, demo_project):
     assert shown[0] == pytest.approx(max(entropies))
     assert not set(c["image_id"] for c in queue["cells"]) & set(labeled)
 
+    # The reader still holds the cell leased before the round; once that lease has run
+    # out (a closed tab), the page follows the new ranking.
+    with session_scope(settings.database_url) as s:
+        s.execute(update(Lease).values(expires_at=utcnow() - timedelta(seconds=1)))
     page = reader.get(f"/label/{demo_project}")
     top = queue["cells"][0]
     assert f'data-image-id="{top["image_id"]}"' in page.text

@@ -290,9 +290,19 @@ def test_double_submit_creates_one_annotation(app, client, settings, demo_projec
     with session_scope(settings.database_url) as s:
         assert s.get(Project, demo_project).class_by_name("lymphocyte").id == ann.label_class_id
 
-    # Another reader's identical submission id is their own submission.
+    # Another reader cannot label a cell that was not leased to them...
     make_user(settings, "reader2", "pathologist")
+    make_user(settings, "reader3", "pathologist")
     other = LoggedIn(app.test_client(), "reader2")
+    response = other.post(f"/label/{demo_project}/cells/{image_id}", data=data)
+    assert response.status_code == 409 and "is not leased to you" in response.text
+    assert len(_annotations(settings)) == 1
+    # ...but once the project asks two readers per cell, it is shown to them, and their
+    # identical submission id is their own submission.
+    with session_scope(settings.database_url) as s:
+        s.get(Project, demo_project).readers_per_cell = 2
+    other = LoggedIn(app.test_client(), "reader3")
+    assert _shown(other.get(f"/label/{demo_project}").text) == image_id
     response = other.post(f"/label/{demo_project}/cells/{image_id}", data=data)
     assert response.status_code == 200
     assert len(_annotations(settings)) == 2
@@ -339,9 +349,8 @@ def test_skip_moves_the_cell_to_the_back(sqlite_app, sqlite_settings, tmp_path):
     assert response.status_code == 200 and _shown(response.text) == b
     assert _shown(reader.get(f"/label/{pid}").text) == b  # remembered in the session
     assert _annotations(sqlite_settings) == []  # a skip records nothing
-    # Skipping is per reader session: another reader still starts at the front.
-    make_user(sqlite_settings, "reader2", "pathologist")
-    assert _shown(LoggedIn(sqlite_app.test_client(), "reader2").get(f"/label/{pid}").text) == a
+    # Skipping is per reader session: the queue itself still starts at the front.
+    assert reader.get(f"/api/projects/{pid}/queue").json["cells"][0]["image_id"] == a
 
     html = reader.post(f"/label/{pid}/cells/{b}", data={"choice": "monocyte"}).text
     assert _shown(html) == c  # the skipped cell waits behind the others...

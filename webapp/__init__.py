@@ -7,8 +7,9 @@ invents a secret key (settings keep one generated per instance).
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Flask
+from flask import Flask, g
 
 from models.settings import Settings, load_settings
 
@@ -64,7 +65,22 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         if not current_user.is_authenticated:
             return redirect(url_for("auth.login"))
+        # Curators (and admins) start with the cells waiting for them.
+        if current_user.has_role("curator"):
+            return redirect(url_for("curate.index"))
         return redirect(url_for("label.index"))
+
+    # The app's own time per request, for browsers' dev tools and bench/label_latency.py.
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _server_timing(response):
+        started = g.get("started")
+        if started is not None:
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return response
 
     @app.get("/healthz")
     def healthz():

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField
+from wtforms import BooleanField, FloatField, IntegerField, SelectMultipleField
 from wtforms.validators import NumberRange, Optional
 
 
@@ -14,3 +14,21 @@ class ProjectSettingsForm(FlaskForm):
         validators=[NumberRange(min=0, max=11)])
     warm_start = BooleanField("Start each round from the active model")
     train_on_reference = BooleanField("Train on reference labels that came with imports")
+
+
+class ReadingSettingsForm(FlaskForm):
+    """How cells are read: k readers, contested classes, agreement sample, blind, leases."""
+
+    readers_per_cell = IntegerField(
+        "Readers who must agree before a cell's label is final (k)",
+        validators=[NumberRange(min=1, max=20)])
+    contested_readers = IntegerField(
+        "Higher k for contested classes and the agreement sample (empty: none)",
+        validators=[Optional(), NumberRange(min=1, max=20)])
+    contested_classes = SelectMultipleField("Contested classes (readers often disagree)", coerce=int)
+    agreement_share = FloatField(
+        "Share of cells read with the higher k to measure agreement (0 to 1)",
+        validators=[NumberRange(min=0, max=1)])
+    blind_reading = BooleanField("Blind reading: hide the model's suggestions from readers")
+    lease_minutes = IntegerField(
+        "Minutes a cell shown to a reader stays theirs", validators=[NumberRange(min=1, max=24 * 60)])

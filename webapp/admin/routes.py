@@ -14,7 +14,7 @@ from ..auth.roles import role_required
 from ..db import get_db
 from ..queueing import celery
 from . import bp
-from .forms import ProjectSettingsForm
+from .forms import ProjectSettingsForm, ReadingSettingsForm
 from .overview import history_chart, project_overview, quality_chart, recent_rounds, versions_of
 
 
@@ -136,3 +136,25 @@ def project_settings(project_id: int):
         return redirect(url_for("admin.index"))
     status = 400 if request.method == "POST" else 200
     return render_template("admin/settings.html", project=project, form=form), status
+
+
+@bp.route("/projects/<int:project_id>/reading", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def reading_settings(project_id: int):
+    project = _project(project_id)
+    form = ReadingSettingsForm(obj=project)
+    form.contested_classes.choices = [(c.id, c.name) for c in project.classes]
+    if request.method == "GET":
+        form.contested_classes.data = list(project.contested_class_ids or [])
+    if request.method == "POST" and form.validate_on_submit():
+        project.readers_per_cell = form.readers_per_cell.data
+        project.contested_readers = form.contested_readers.data
+        project.contested_class_ids = list(form.contested_classes.data or [])
+        project.agreement_share = form.agreement_share.data
+        project.blind_reading = form.blind_reading.data
+        project.lease_minutes = form.lease_minutes.data
+        get_db().commit()
+        flash("Reading settings saved.", "info")
+        return redirect(url_for("admin.index"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("admin/reading.html", project=project, form=form), status

@@ -79,3 +79,30 @@ def round_status(round_id: int):
     if rnd is None:
         abort(404, description=f"There is no round {round_id}.")
     return _round_json(rnd)
+
+
+@bp.get("/projects/<int:project_id>/agreement")
+@role_required(Role.CURATOR)
+def agreement(project_id: int):
+    """Cohen's kappa per reader pair, Fleiss' kappa and Krippendorff's alpha, per class too."""
+    from ..curate.agreement_report import agreement_report
+
+    db = get_db()
+    project = db.get(Project, project_id)
+    if project is None:
+        abort(404, description=f"There is no project {project_id}.")
+    return {"project_id": project.id, **agreement_report(db, project).as_json()}
+
+
+@bp.get("/cells/<int:image_id>/history")
+@role_required(Role.CURATOR)
+def cell_history(image_id: int):
+    from models import Image
+
+    from ..curate.history import event_json, timeline
+
+    db = get_db()
+    image = db.get(Image, image_id)
+    if image is None:
+        abort(404, description=f"There is no cell {image_id}.")
+    return {"image_id": image.id, "events": [event_json(e) for e in timeline(db, image)]}

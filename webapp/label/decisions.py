@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Annotation, Flag, Image, ModelVersion, Origin, Project, Split, User
+from models import (Annotation, Flag, Image, Kind, Lease, ModelVersion, Origin, Project, Split,
+                    User, utcnow)
+from models.labels import live_vote
 
 MAX_DURATION_MS = 24 * 3600 * 1000
 
@@ -16,9 +18,11 @@ MAX_DURATION_MS = 24 * 3600 * 1000
 class DecisionError(ValueError):
     """The request cannot be recorded; ``status`` is the HTTP code to answer with."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, lease_lost: bool = False):
         super().__init__(message)
         self.status = status
+        # The reader's hold on the cell ran out: the page fetches a fresh cell.
+        self.lease_lost = lease_lost
 
 
 @dataclass(frozen=True)
@@ -53,18 +57,50 @@ def parse(form) -> Decision:
                     _optional_int(form.get("suggested_class_id"), "suggested_class_id"), submission)
 
 
-def record(session: Session, project: Project, image_id: int, user: User, decision: Decision
-           ) -> tuple[Annotation, bool]:
+def _earlier(session: Session, user: User, submission_id: str | None) -> Annotation | None:
+    if not submission_id:
+        return None
+    return session.scalar(select(Annotation).where(
+        Annotation.user_id == user.id, Annotation.submission_id == submission_id))
+
+
+def take_lease(session: Session, image: Image, user: User) -> None:
+    """Use up the reader's live lease on the cell, or refuse with the reason.
+
+    The DELETE is the claim: of two requests racing on one lease, the second
+    deletes nothing (PostgreSQL row lock, SQLite write lock) and is refused.
+    """
+    now = utcnow()
+    taken = session.execute(delete(Lease).where(
+        Lease.image_id == image.id, Lease.user_id == user.id, Lease.expires_at > now)).rowcount
+    if taken:
+        return
+    session.rollback()
+    if session.scalar(select(Annotation.id).where(
+            Annotation.image_id == image.id, Annotation.user_id == user.id,
+            live_vote(Annotation)).limit(1)) is not None:
+        raise DecisionError(f"You have already labeled cell {image.id}; "
+                            "Backspace undoes your last decisions.", 409)
+    expired = session.scalar(select(Lease.id).where(
+        Lease.image_id == image.id, Lease.user_id == user.id).limit(1))
+    if expired is not None:
+        raise DecisionError(f"Your hold on cell {image.id} ran out; nothing was saved. "
+                            "Here is a fresh cell.", 409, lease_lost=True)
+    raise DecisionError(f"Cell {image.id} is not leased to you (it was not shown to you, or "
+                        "your hold on it ran out); nothing was saved.", 409, lease_lost=True)
+
+
+def record(session: Session, project: Project, image_id: int, user: User, decision: Decision,
+           kind: Kind = Kind.LABEL, commit: bool = True) -> tuple[Annotation, bool]:
     """Validate and store; returns (annotation, created). Nothing is written on error.
 
     A repeated submission id (double keypress, retried request) returns the
-    first annotation instead of writing a second.
+    first annotation instead of writing a second.  With ``commit=False`` the
+    row is only flushed: the caller commits it together with the next lease
+    (one commit, one disk sync, per keypress).
     """
-    if decision.submission_id:
-        earlier = session.scalar(select(Annotation).where(
-            Annotation.user_id == user.id, Annotation.submission_id == decision.submission_id))
-        if earlier is not None:
-            return earlier, False
+    # A repeated submission is recognised below, when its lease is found used up:
+    # checking for it first would cost every keypress a query.
     image = session.get(Image, image_id)
     if image is None or image.project_id != project.id:
         raise DecisionError(f"Cell {image_id} does not exist in project {project.name!r}.", 404)
@@ -75,6 +111,8 @@ def record(session: Session, project: Project, image_id: int, user: User, decisi
     if label_class is None:
         try:
             flag = Flag(decision.choice)
+            if flag == Flag.EXCLUDED:
+                raise ValueError("a curator's decision")
         except ValueError:
             names = ", ".join(c.name for c in project.classes)
             raise DecisionError(
@@ -86,15 +124,23 @@ def record(session: Session, project: Project, image_id: int, user: User, decisi
     if decision.suggested_class_id is not None and decision.suggested_class_id not in {
             c.id for c in project.classes}:
         raise DecisionError("The suggested class is not one of this project's classes.")
+    try:
+        take_lease(session, image, user)
+    except DecisionError:
+        # A retried request whose first copy went through meanwhile.
+        earlier = _earlier(session, user, decision.submission_id)
+        if earlier is not None:
+            return earlier, False
+        raise
     annotation = Annotation(
-        image_id=image.id, user_id=user.id, origin=Origin.READER,
+        kind=kind, image_id=image.id, user_id=user.id, origin=Origin.READER,
         label_class_id=label_class.id if label_class else None, flag=flag,
         duration_ms=decision.duration_ms, model_version_id=decision.model_version_id,
         suggested_class_id=decision.suggested_class_id, submission_id=decision.submission_id,
     )
     session.add(annotation)
     try:
-        session.commit()
+        session.commit() if commit else session.flush()
     except IntegrityError:
         # Two copies of one submission raced; the other one won.
         session.rollback()
@@ -104,3 +150,29 @@ def record(session: Session, project: Project, image_id: int, user: User, decisi
             raise
         return earlier, False
     return annotation, True
+
+
+def undo(session: Session, project: Project, user: User, annotation_id: int) -> Annotation | None:
+    """Void one of the reader's decisions with a retract row; the cell is theirs again.
+
+    Returns the voided decision, or None when it is not theirs, not in this
+    project, or already undone (a repeated Backspace writes nothing twice).
+    """
+    from .leases import take_back
+
+    target = session.scalar(
+        select(Annotation).join(Image, Image.id == Annotation.image_id)
+        .where(Annotation.id == annotation_id, Annotation.user_id == user.id,
+               Image.project_id == project.id, live_vote(Annotation)))
+    if target is None:
+        return None
+    session.add(Annotation(kind=Kind.RETRACT, image_id=target.image_id, user_id=user.id,
+                           origin=Origin.READER, retracts_id=target.id,
+                           submission_id=f"undo-{target.id}"))
+    take_back(session, project, target.image_id, user.id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # the same undo, raced: it is done once
+        return None
+    return target

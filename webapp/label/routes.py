@@ -1,20 +1,23 @@
 from __future__ import annotations
 
+import time
 import uuid
 
 from flask import abort, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
-from models import Annotation, Origin, Project, Role
+from models import Annotation, Kind, Origin, Project, Role, utcnow
 
 from ..auth.roles import role_required
 from ..db import get_db
 from . import bp
-from .decisions import DecisionError, parse, record
-from .queue import next_cell, remaining
+from .decisions import DecisionError, parse, record, undo
+from .leases import next_for, release, sweep_expired
+from .queue import REMAINING_CAP, remaining
 
 SKIP_MEMORY = 500  # cells remembered as skipped per project in the session
+UNDO_DEPTH = 10  # the last decisions of a session that Backspace can take back
 
 
 def _project(project_id: int) -> Project:
@@ -28,18 +31,51 @@ def _skipped(project_id: int) -> list[int]:
     return session.get("skipped", {}).get(str(project_id), [])
 
 
-def _cell_context(project: Project) -> dict:
+def _reading(project_id: int) -> dict:
+    """This browser session's reading of a project: counter, start, undoable decisions."""
+    state = session.setdefault("reading", {}).setdefault(
+        str(project_id), {"n": 0, "since": time.time(), "recent": []})
+    return state
+
+
+def _count_decision(project_id: int, annotation_id: int) -> None:
+    state = _reading(project_id)
+    state["n"] += 1
+    state["recent"] = (state["recent"] + [annotation_id])[-UNDO_DEPTH:]
+    session.modified = True
+
+
+def _done(user_id: int) -> int:
+    """The reader's live decisions: every decision minus every undo."""
+    n = get_db().execute(select(
+        func.coalesce(func.sum(case((Annotation.kind == Kind.RETRACT, -1), else_=1)), 0))
+        .where(Annotation.user_id == user_id, Annotation.origin == Origin.READER)).scalar()
+    return int(n or 0)
+
+
+def _cell_context(project: Project, durable: bool = False) -> dict:
     db = get_db()
-    done = db.scalar(select(func.count(Annotation.id)).where(
-        Annotation.user_id == current_user.id, Annotation.origin == Origin.READER)) or 0
-    return dict(project=project, cell=next_cell(db, project, _skipped(project.id)),
-                remaining=remaining(db, project.id), done=done,
+    cell, later = next_for(db, project, current_user.id, _skipped(project.id), durable)
+    state = _reading(project.id)
+    hours = max(time.time() - state["since"], 60.0) / 3600
+    return dict(project=project, cell=cell, prefetch=later,
+                remaining=remaining(db, project), cap=REMAINING_CAP, done=_done(current_user.id),
+                session_count=state["n"], per_hour=round(state["n"] / hours) if state["n"] else 0,
+                undoable=len(state["recent"]), blind=project.blind_reading,
                 # A fresh id per cell shown: a repeated submission of it is recognised.
                 submission_id=uuid.uuid4().hex)
 
 
-def _cell_fragment(project: Project):
-    return render_template("label/_cell.html", **_cell_context(project))
+def _cell_fragment(project: Project, durable: bool = False):
+    return render_template("label/_cell.html", **_cell_context(project, durable))
+
+
+def _refusal(exc: DecisionError):
+    response = render_template("_error.html", title="Not saved", message=str(exc)), exc.status
+    if exc.lease_lost:
+        # The page fetches a fresh cell on this header instead of showing an error page.
+        return (*response, {"HX-Lease-Lost": "1"})
+    return response
 
 
 @bp.get("/")
@@ -54,6 +90,9 @@ def index():
 @bp.get("/<int:project_id>")
 @role_required(Role.PATHOLOGIST)
 def page(project_id: int):
+    # Expired leases are swept here (a page load, not every keypress); a claim
+    # meeting one on its slot sweeps that one itself.
+    sweep_expired(get_db(), utcnow())
     return render_template("label/page.html", **_cell_context(_project(project_id)))
 
 
@@ -68,10 +107,14 @@ def next_(project_id: int):
 def decide(project_id: int, image_id: int):
     project = _project(project_id)
     try:
-        record(get_db(), project, image_id, current_user, parse(request.form))
+        # Flushed, then committed with the next cell's lease: one commit per keypress.
+        annotation, created = record(get_db(), project, image_id, current_user,
+                                     parse(request.form), commit=False)
     except DecisionError as exc:
-        return render_template("_error.html", title="Not saved", message=str(exc)), exc.status
-    return _cell_fragment(project)
+        return _refusal(exc)
+    if created:
+        _count_decision(project.id, annotation.id)
+    return _cell_fragment(project, durable=created)
 
 
 @bp.post("/<int:project_id>/cells/<int:image_id>/skip")
@@ -82,4 +125,88 @@ def skip(project_id: int, image_id: int):
     ids = [i for i in skipped.get(str(project_id), []) if i != image_id] + [image_id]
     skipped[str(project_id)] = ids[-SKIP_MEMORY:]
     session.modified = True
+    release(get_db(), image_id, current_user.id)  # committed with the next cell's lease
     return _cell_fragment(project)
+
+
+@bp.post("/<int:project_id>/undo")
+@role_required(Role.PATHOLOGIST)
+def undo_last(project_id: int):
+    """Backspace: take back the latest decision of this session still standing."""
+    project = _project(project_id)
+    state = _reading(project.id)
+    undone = None
+    while state["recent"] and undone is None:
+        undone = undo(get_db(), project, current_user, state["recent"].pop())
+    session.modified = True
+    if undone is None:
+        return render_template("_error.html", title="Nothing to undo",
+                               message=f"Only the last {UNDO_DEPTH} decisions of this session "
+                                       "can be undone."), 409
+    state["n"] = max(state["n"] - 1, 0)
+    return _cell_fragment(project)
+
+
+# --- bulk verification -------------------------------------------------------------------
+
+def _threshold(raw: str | None) -> float:
+    try:
+        value = float(raw) if raw not in (None, "") else 0.9
+    except ValueError:
+        abort(400, description=f"The confidence threshold must be a number, not {raw!r}.")
+    if not 0 <= value <= 1:
+        abort(400, description="The confidence threshold must be from 0 to 1.")
+    return value
+
+
+@bp.get("/<int:project_id>/verify")
+@role_required(Role.PATHOLOGIST)
+def verify_page(project_id: int):
+    from .queue import active_version
+    from .verify import grid
+
+    project = _project(project_id)
+    db = get_db()
+    name = request.args.get("class") or (project.classes[0].name if project.classes else "")
+    label_class = project.class_by_name(name)
+    if label_class is None:
+        abort(400, description=f"Unknown class {name!r}.")
+    threshold = _threshold(request.args.get("min"))
+    version = active_version(db, project.id)
+    cells = [] if project.blind_reading else grid(db, project, current_user, label_class.id,
+                                                   threshold)
+    return render_template("label/verify.html", project=project, label_class=label_class,
+                           threshold=threshold, version=version, cells=cells,
+                           batch=uuid.uuid4().hex)
+
+
+@bp.post("/<int:project_id>/verify")
+@role_required(Role.PATHOLOGIST)
+def verify_confirm(project_id: int):
+    from .verify import confirm
+
+    project = _project(project_id)
+    form = request.form
+    label_class = project.class_by_name(form.get("class", ""))
+    if label_class is None:
+        return _refusal(DecisionError(f"Unknown class {form.get('class', '')!r}."))
+    try:
+        ids = [int(i) for i in form.getlist("image_id")]
+        wrong = [int(i) for i in form.getlist("wrong")]
+        version_id = int(form.get("model_version_id", ""))
+    except ValueError:
+        return _refusal(DecisionError("Cell and model ids must be whole numbers."))
+    batch = (form.get("batch") or "").strip()
+    if not batch or len(batch) > 40:
+        return _refusal(DecisionError("The grid's batch id is missing or too long."))
+    confirmed = [i for i in ids if i not in set(wrong)]
+    try:
+        n = confirm(get_db(), project, current_user, version_id, label_class.id, confirmed,
+                    wrong, batch)
+    except DecisionError as exc:
+        return _refusal(exc)
+    state = _reading(project.id)
+    state["n"] += n
+    session.modified = True
+    return redirect(url_for("label.verify_page", project_id=project.id,
+                            **{"class": label_class.name, "min": form.get("min", "0.9")}))

@@ -6,23 +6,75 @@
 (function () {
   "use strict";
   let shownAt = performance.now();
+  let zoom = 1, panX = 0, panY = 0;
+  let keepMessage = false;
 
   function cell() {
     return document.getElementById("cell");
   }
 
+  // The next cells' images, fetched now so the swap shows them at once.
+  function prefetch(c) {
+    for (const url of (c.dataset.prefetch || "").split(" ")) {
+      if (url) new Image().src = url;
+    }
+  }
+
+  function applyZoom(c) {
+    const img = c.querySelector(".zoom img");
+    if (!img) return;
+    img.style.transform = `translate(${panX}px, ${panY}px) scale(${zoom})`;
+    const level = c.querySelector(".zoom-level");
+    if (level) level.textContent = Math.round(zoom * 100) + "%";
+  }
+
+  function setZoom(c, z) {
+    zoom = Math.min(8, Math.max(0.25, z));
+    if (zoom === 1) { panX = 0; panY = 0; }
+    applyZoom(c);
+  }
+
+  function ready(c) {
+    c.dataset.ready = "1";
+    shownAt = performance.now();
+    zoom = 1; panX = 0; panY = 0;
+    prefetch(c);
+    const box = c.querySelector(".zoom");
+    if (!box) return;
+    box.addEventListener("wheel", function (evt) {
+      evt.preventDefault();
+      setZoom(c, zoom * (evt.deltaY < 0 ? 1.25 : 0.8));
+    }, { passive: false });
+    let drag = null;
+    box.addEventListener("pointerdown", function (evt) {
+      drag = { x: evt.clientX - panX, y: evt.clientY - panY };
+      box.setPointerCapture(evt.pointerId);
+    });
+    box.addEventListener("pointermove", function (evt) {
+      if (!drag) return;
+      panX = evt.clientX - drag.x; panY = evt.clientY - drag.y;
+      applyZoom(c);
+    });
+    box.addEventListener("pointerup", function () { drag = null; });
+  }
+
   document.body.addEventListener("htmx:load", function (evt) {
     const c = cell();
-    if (c && (evt.detail.elt === c || evt.detail.elt.contains(c))) {
-      c.dataset.ready = "1";
-      shownAt = performance.now();
-    }
+    if (c && (evt.detail.elt === c || evt.detail.elt.contains(c))) ready(c);
   });
 
-  // A refused decision leaves the same cell in place: let it take keys again.
   document.body.addEventListener("htmx:afterRequest", function (evt) {
     const c = cell();
-    if (c && !evt.detail.successful && c.contains(evt.detail.elt)) c.dataset.ready = "1";
+    if (!c || evt.detail.successful) return;
+    const xhr = evt.detail.xhr;
+    if (xhr && xhr.getResponseHeader("HX-Lease-Lost")) {
+      // The hold on this cell ran out: fetch a fresh one, keeping the notice.
+      keepMessage = true;
+      htmx.ajax("GET", c.dataset.nextUrl, { target: "#cell", swap: "outerHTML" });
+      return;
+    }
+    // A refused decision leaves the same cell in place: let it take keys again.
+    if (c.contains(evt.detail.elt)) c.dataset.ready = "1";
   });
 
   // The time a reader spent on a cell, sent with the decision.
@@ -33,28 +85,43 @@
     }
   });
 
-  // A new cell clears the previous cell's error message.
+  // A new cell clears the previous cell's message; a lost lease keeps its notice.
   document.body.addEventListener("htmx:afterSwap", function (evt) {
     if (evt.detail.target && evt.detail.target.id === "cell") {
+      if (keepMessage) { keepMessage = false; return; }
       const messages = document.getElementById("messages");
       if (messages) messages.innerHTML = "";
     }
   });
 
   function keyName(evt) {
-    return evt.key === "Enter" ? "enter" : evt.key.toLowerCase();
+    if (evt.key === "Enter") return "enter";
+    if (evt.key === "Backspace") return "backspace";
+    return evt.key.toLowerCase();
   }
 
   document.addEventListener("keydown", function (evt) {
     if (evt.ctrlKey || evt.metaKey || evt.altKey) return;
     if (evt.target.closest && evt.target.closest("input, textarea, select, [contenteditable]")) return;
     const c = cell();
-    if (!c || !c.querySelector("form.decisions")) return;
+    if (!c) return;
     const key = keyName(evt);
+    if (key === "+" || key === "=" || key === "-" || key === "0") {
+      evt.preventDefault();
+      setZoom(c, key === "0" ? 1 : zoom * (key === "-" ? 0.8 : 1.25));
+      return;
+    }
     for (const button of c.querySelectorAll("[data-hotkey]")) {
       if (!button.dataset.hotkey.split(" ").includes(key)) continue;
       evt.preventDefault();
       if (evt.repeat || !c.dataset.ready) return; // held key, or a decision in flight
+      if (button.hasAttribute("data-reject")) {
+        // Reject the suggestion: Accept stops working, a class key must follow.
+        const suggestion = c.querySelector(".suggestion");
+        suggestion.classList.add("rejected");
+        for (const b of suggestion.querySelectorAll("[data-hotkey]")) b.dataset.hotkey = "";
+        return;
+      }
       delete c.dataset.ready;
       button.click();
       return;

@@ -1,0 +1,80 @@
+"""Helpers for the reading tests: projects of real demo cells, a stand-in active model."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from models import Image, ModelVersion, Prediction, Project, Split, TrainingRound
+from models.db import session_scope
+from tests.conftest import DEMO_DIR
+from webapp.bootstrap import create_project
+from webapp.ingest import import_path
+
+
+def flat_project(settings, tmp_path: Path, name: str, n: int, **reading) -> int:
+    """A pbc8 project of n unlabeled demo cells, all in the pool."""
+    src = tmp_path / f"flat-{name}"
+    src.mkdir()
+    files = [f for d in sorted(DEMO_DIR.iterdir()) for f in sorted(d.iterdir())]
+    for f in files[:n]:
+        shutil.copy(f, src / f.name)
+    with session_scope(settings.database_url) as s:
+        project = create_project(s, name, "pbc8", test_share=0.0)
+        for key, value in reading.items():
+            setattr(project, key, value)
+        report = import_path(s, settings.storage_dir, project, src,
+                             max_pixels=settings.max_image_pixels)
+        assert report.imported == n
+        return project.id
+
+
+def class_id(settings, project_id: int, name: str) -> int:
+    with session_scope(settings.database_url) as s:
+        return s.get(Project, project_id).class_by_name(name).id
+
+
+def pool_ids(settings, project_id: int) -> list[int]:
+    with session_scope(settings.database_url) as s:
+        return list(s.scalars(select(Image.id).where(
+            Image.project_id == project_id, Image.split == Split.POOL).order_by(Image.id)))
+
+
+def fake_active_model(settings, project_id: int, predicted: dict[int, tuple[str, float]]) -> int:
+    """An active model version whose predictions are given: image id -> (class, confidence).
+
+    Stands in for a trained round (tests of the worker train real ones); the
+    webapp only reads these rows.
+    """
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, project_id)
+        rnd = TrainingRound(project_id=project_id, status="succeeded", trigger="cli", progress=1.0)
+        s.add(rnd)
+        s.flush()
+        version = ModelVersion(project_id=project_id, round_id=rnd.id, artifact_path="none.keras",
+                               class_ids=[c.id for c in project.classes], input_size=75,
+                               backbone_weights="none", is_active=True)
+        s.add(version)
+        s.flush()
+        for image_id, (name, confidence) in predicted.items():
+            cid = project.class_by_name(name).id
+            rest = (1 - confidence) / (len(project.classes) - 1)
+            probs = {str(c.id): (confidence if c.id == cid else rest) for c in project.classes}
+            entropy = -sum(p * math.log(p) for p in probs.values() if p > 0)
+            s.add(Prediction(model_version_id=version.id, image_id=image_id, probabilities=probs,
+                             predicted_class_id=cid, confidence=confidence, entropy=entropy,
+                             margin=confidence - rest, least_confidence=1 - confidence))
+        return version.id
+
+
+def shown(html: str) -> int | None:
+    match = re.search(r'id="cell"[^>]*data-image-id="(\d+)"', html, re.S)
+    return int(match.group(1)) if match else None
+
+
+def submission(html: str) -> str:
+    return re.search(r'name="submission_id" value="(\w+)"', html).group(1)

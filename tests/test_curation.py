@@ -1,0 +1,185 @@
+"""Curators: the queue of cells to settle, resolution, cell history, agreement figures."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select
+
+from models import Annotation, ModelVersion, Origin, Project, Split
+from models.db import session_scope
+from models.labels import EXCLUDED, FINAL, cell_states, labeled_images
+from tests.conftest import LoggedIn, make_user
+from tests.reading_helpers import fake_active_model, flat_project, pool_ids, shown, submission
+from worker.ml import embeddings
+
+
+def _read(app, pid, name, choices):
+    reader = LoggedIn(app.test_client(), name)
+    html = reader.get(f"/label/{pid}").text
+    ids = []
+    for choice in choices:
+        ids.append(shown(html))
+        response = reader.post(f"/label/{pid}/cells/{shown(html)}",
+                               data={"choice": choice, "submission_id": submission(html)})
+        assert response.status_code == 200, response.text
+        html = response.text
+    READERS[name] = reader
+    return ids
+
+
+READERS: dict[str, LoggedIn] = {}  # the last session of each reader, to undo in
+
+
+def _setup(app, settings, tmp_path):
+    """Two readers on k = 2: one agreed cell, one disputed, one flagged, one agreed-but-doubted."""
+    pid = flat_project(settings, tmp_path, "p", 5, readers_per_cell=2)
+    for name in ("ann", "bob"):
+        make_user(settings, name, "pathologist")
+    make_user(settings, "cara", "curator")
+    a = _read(app, pid, "ann", ["monocyte", "platelet", "ambiguous", "lymphocyte"])
+    _read(app, pid, "bob", ["monocyte", "basophil", "lymphocyte"])
+    ids = pool_ids(settings, pid)
+    predictions = {i: ("lymphocyte", 0.6) for i in ids}
+    predictions[a[3]] = ("monocyte", 0.97)  # a confident model contradicts the final label
+    version = fake_active_model(settings, pid, predictions)
+    return pid, a, version
+
+
+def test_curator_queue_and_resolution(app, settings, tmp_path):
+    pid, (agreed, disputed, flagged, doubted), _ = _setup(app, settings, tmp_path)
+    curator = LoggedIn(app.test_client(), "cara")
+    assert curator.get("/").location.endswith("/curate/")
+    index = curator.get("/curate/").text
+    assert f'data-image-id="{disputed}"' in index and "readers disagree" in index
+    assert f'data-image-id="{flagged}"' in index and "flagged ambiguous" in index
+    assert f'data-image-id="{doubted}"' in index and "confident model disagrees" in index
+    assert f'data-image-id="{agreed}"' not in index
+
+    page = curator.get(f"/curate/cells/{disputed}").text
+    assert "<strong>ann</strong>: platelet" in page and "<strong>bob</strong>: basophil" in page
+    assert 'id="probabilities"' in page and "lymphocyte 60.0%" in page
+    assert "No cell embeddings yet" in page  # the stand-in model has none: degrade politely
+
+    response = curator.post(f"/curate/cells/{disputed}/resolve", htmx=False, data={
+        "choice": "basophil", "note": "granules", "submission_id": "c1"})
+    assert response.status_code == 302
+    # A double click records once.
+    curator.post(f"/curate/cells/{disputed}/resolve", htmx=False, data={
+        "choice": "basophil", "note": "granules", "submission_id": "c1"})
+    response = curator.post(f"/curate/cells/{flagged}/resolve", htmx=False,
+                            data={"choice": "excluded", "submission_id": "c2"})
+    assert response.status_code == 302
+
+    for bad, status in [({"choice": "megakaryocyte"}, 400), ({"choice": ""}, 400),
+                        ({"choice": "monocyte", "note": "x" * 2001}, 400)]:
+        assert curator.post(f"/curate/cells/{doubted}/resolve", htmx=False,
+                            data=bad).status_code == status
+    assert curator.post("/curate/cells/424242/resolve", htmx=False,
+                        data={"choice": "monocyte"}).status_code == 404
+
+    with session_scope(settings.database_url) as s:
+        rows = s.scalars(select(Annotation).where(Annotation.origin == Origin.CURATOR)).all()
+        assert [(r.image_id, r.note) for r in rows] == [(disputed, "granules"), (flagged, None)]
+        project = s.get(Project, pid)
+        states = cell_states(s, project, Split.POOL)
+        assert states[disputed].status == FINAL and states[flagged].status == EXCLUDED
+        trained = {x.image_id for x in labeled_images(s, project, Split.POOL)}
+    assert trained == {agreed, disputed, doubted}
+    index = curator.get("/curate/").text
+    assert f'data-image-id="{disputed}"' not in index and f'data-image-id="{flagged}"' not in index
+
+    # Readers cannot curate.
+    reader = LoggedIn(app.test_client(), "ann")
+    assert reader.post(f"/curate/cells/{doubted}/resolve", htmx=False,
+                       data={"choice": "monocyte"}).status_code == 403
+
+
+def test_nearest_labeled_cells_from_embeddings(app, settings, tmp_path):
+    pid, (agreed, disputed, flagged, doubted), version_id = _setup(app, settings, tmp_path)
+    ids = pool_ids(settings, pid)
+    with session_scope(settings.database_url) as s:
+        artifact = settings.storage_dir / s.get(ModelVersion, version_id).artifact_path
+    vectors = np.eye(len(ids), 8, dtype=np.float32)
+    vectors[ids.index(agreed)] = vectors[ids.index(disputed)] * 0.9 + 0.1
+    embeddings.save(embeddings.embeddings_path(artifact), np.array(ids),
+                    vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    curator = LoggedIn(app.test_client(), "cara")
+    page = curator.get(f"/curate/cells/{disputed}").text
+    assert "Nearest labeled cells" in page and "No cell embeddings yet" not in page
+    # Candidate classes are the voted ones and the model's top two; lymphocyte (the
+    # model's top) has one final cell to compare with.
+    assert f"cell {doubted} · similarity" in page
+
+
+def test_cell_history_page_and_api(app, settings, tmp_path):
+    pid, (agreed, disputed, flagged, doubted), version = _setup(app, settings, tmp_path)
+    ann = READERS["ann"]
+    # ann undoes her last decision (the lymphocyte of `doubted`) and relabels it.
+    html = ann.post(f"/label/{pid}/undo").text
+    assert shown(html) == doubted
+    curator = LoggedIn(app.test_client(), "cara")
+    curator.post(f"/curate/cells/{disputed}/resolve", htmx=False,
+                 data={"choice": "platelet", "note": "looked twice"})
+    events = curator.get(f"/api/cells/{disputed}/history").json["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "import" and kinds.count("label") == 2 and "prediction" in kinds
+    assert kinds[-1] == "resolution" or "resolution" in kinds
+    resolution = next(e for e in events if e["kind"] == "resolution")
+    assert resolution["who"] == "cara" and resolution["note"] == "looked twice"
+    assert {e["who"] for e in events if e["kind"] == "label"} == {"ann", "bob"}
+    undo = curator.get(f"/api/cells/{doubted}/history").json["events"]
+    assert [e["kind"] for e in undo].count("undo") == 1
+    page = curator.get(f"/curate/cells/{doubted}/history")
+    assert page.status_code == 200 and 'data-kind="undo"' in page.text
+    assert curator.get("/api/cells/424242/history").status_code == 404
+
+
+def test_agreement_api_and_page(app, settings, tmp_path):
+    pid, cells, _ = _setup(app, settings, tmp_path)
+    curator = LoggedIn(app.test_client(), "cara")
+    curator.post(f"/curate/cells/{cells[1]}/resolve", htmx=False, data={"choice": "platelet"})
+    data = curator.get(f"/api/projects/{pid}/agreement").json
+    # Three cells read by both: monocyte/monocyte, platelet/basophil, lymphocyte/lymphocyte.
+    assert data["cells_with_two_or_more_readers"] == 3
+    (pair,) = data["cohen_kappa_pairs"]
+    assert pair["readers"] == ["ann", "bob"] and pair["cells"] == 3
+    assert pair["agreement"] == 2 / 3
+    # po = 2/3; pe = (1*1 + 1*1 + 0 + 0)/9 = 2/9 -> kappa = (2/3 - 2/9) / (7/9) = 4/7.
+    assert abs(pair["cohen_kappa"] - 4 / 7) < 1e-9
+    assert data["fleiss_kappa"] is not None and data["krippendorff_alpha"] is not None
+    assert set(data["per_class"]) >= {"monocyte", "basophil", "ambiguous", "unusable"}
+    vs = {r["reader"]: r["agreement"] for r in data["agreement_with_curator"]}
+    assert vs == {"ann": 1.0, "bob": 0.0}
+    cats = data["categories"]
+    m = data["confusion"]
+    assert m[cats.index("platelet")][cats.index("basophil")] == 1
+    assert m[cats.index("monocyte")][cats.index("monocyte")] == 1
+    page = curator.get(f"/curate/projects/{pid}/agreement")
+    assert page.status_code == 200 and "<svg" in page.text and "ann vs bob" in page.text
+    reader = LoggedIn(app.test_client(), "ann")
+    assert reader.get(f"/api/projects/{pid}/agreement").status_code == 403
+    assert curator.get("/api/projects/999/agreement").status_code == 404
+
+
+def test_reading_settings_page(app, settings, tmp_path):
+    pid = flat_project(settings, tmp_path, "p", 2)
+    make_user(settings, "boss", "admin")
+    admin = LoggedIn(app.test_client(), "boss")
+    assert f"/admin/projects/{pid}/reading" in admin.get("/admin/").text
+    page = admin.get(f"/admin/projects/{pid}/reading")
+    assert page.status_code == 200
+    with session_scope(settings.database_url) as s:
+        mono = s.get(Project, pid).class_by_name("monocyte").id
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False, data={
+        "csrf_token": admin.token, "readers_per_cell": "2", "contested_readers": "3",
+        "contested_classes": [str(mono)], "agreement_share": "0.1", "blind_reading": "y",
+        "lease_minutes": "5"})
+    assert response.status_code == 302
+    with session_scope(settings.database_url) as s:
+        p = s.get(Project, pid)
+        assert (p.readers_per_cell, p.contested_readers, p.contested_class_ids, p.agreement_share,
+                p.blind_reading, p.lease_minutes) == (2, 3, [mono], 0.1, True, 5)
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False, data={
+        "csrf_token": admin.token, "readers_per_cell": "0", "agreement_share": "2",
+        "lease_minutes": "5"})
+    assert response.status_code == 400

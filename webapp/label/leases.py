@@ -1,0 +1,162 @@
+"""Leasing cells to readers: race-free on SQLite and PostgreSQL.
+
+A lease is a row (image, slot); the unique constraint on the pair means that
+of two readers claiming the same free slot at once, the database lets one
+insert through and ignores the other (ON CONFLICT DO NOTHING), who then
+moves on to the next cell.  Expired leases are swept before each claim.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from sqlalchemy import bindparam, delete, exists, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models import Annotation, Image, Lease, Prediction, Project, utcnow
+from models.labels import live_vote, needed_readers_sql, vote_count
+
+from .queue import Cell, Rules, active_version, candidates, leases_by_others, suggestion_of
+
+# How many queued cells one claim looks at: enough that a few readers racing
+# for the same head of the queue all get a cell in one round trip.
+CLAIM_WINDOW = 8
+PREFETCH = 2
+CLAIM_ATTEMPTS = 6
+
+
+def _insert(session: Session):
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql"
+            else sqlite.insert)
+
+
+def lease_until(project: Project, now: datetime) -> datetime:
+    return now + timedelta(minutes=project.lease_minutes)
+
+
+@lru_cache(maxsize=128)
+def _claim_stmt(rules: Rules, dialect: str):
+    """INSERT a lease only if the cell still has room at this very statement.
+
+    The candidates were chosen by an earlier statement, whose view may be
+    stale by now (PostgreSQL's READ COMMITTED): another reader may meanwhile
+    have leased the cell and labeled it, freeing the slot number.  Re-checking
+    the cell's room inside the INSERT closes that gap; the unique slot settles
+    claims that race within it.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    room = (select(Image.id, bindparam("slot"), bindparam("user_id"), bindparam("created_at"),
+                   bindparam("expires_at"))
+            .where(Image.id == bindparam("image_id"),
+                   vote_count() + leases_by_others() < needed_readers_sql(rules)))
+    table = Lease.__table__
+    return (insert(table)
+            .from_select([table.c.image_id, table.c.slot, table.c.user_id, table.c.created_at,
+                          table.c.expires_at], room)
+            .on_conflict_do_nothing(index_elements=["image_id", "slot"])
+            .returning(table.c.id))
+
+
+def try_lease(session: Session, project: Project, image_id: int, user_id: int, slot: int,
+              now: datetime) -> bool:
+    """Lease a cell if it still has room; False when another reader got there first.
+
+    A slot held by an expired lease is swept and tried once more (sweeping
+    only then saves every claim a query).
+    """
+    stmt = _claim_stmt(Rules.of(project), session.get_bind().dialect.name)
+    params = {"image_id": image_id, "slot": slot, "user_id": user_id, "reader_id": user_id,
+              "now": now, "created_at": now, "expires_at": lease_until(project, now)}
+    if session.execute(stmt, params).scalar() is not None:
+        return True
+    swept = session.execute(delete(Lease).where(
+        Lease.image_id == image_id, Lease.slot == slot, Lease.expires_at <= now)).rowcount
+    return bool(swept) and session.execute(stmt, params).scalar() is not None
+
+
+def sweep_expired(session: Session, now: datetime) -> None:
+    session.execute(delete(Lease).where(Lease.expires_at <= now))
+
+
+def held_cell(session: Session, project: Project, user_id: int, now: datetime,
+              version=None) -> tuple[Image, Prediction | None] | None:
+    """The newest live lease of this reader on a cell they have not decided on.
+
+    Usually there is none (labeling uses the lease up): one small indexed
+    query answers that, and only a held lease costs the second.
+    """
+    held = session.scalars(
+        select(Lease.image_id).join(Image, Image.id == Lease.image_id)
+        .where(Lease.user_id == user_id, Lease.expires_at > now, Image.project_id == project.id)
+        .order_by(Lease.created_at.desc(), Lease.id.desc()).limit(5)).all()
+    if not held:
+        return None
+    mine = select(Annotation.id).where(Annotation.image_id == Image.id,
+                                       Annotation.user_id == user_id, live_vote(Annotation))
+    join_on = (Prediction.image_id == Image.id) & (Prediction.model_version_id == version.id) \
+        if version else (Prediction.id == -1)
+    rows = {image.id: (image, prediction) for image, prediction in session.execute(
+        select(Image, Prediction).outerjoin(Prediction, join_on)
+        .where(Image.id.in_(held), ~exists(mine))).all()}
+    return next((rows[i] for i in held if i in rows), None)
+
+
+def next_for(session: Session, project: Project, user_id: int, skipped: list[int] | None = None,
+             durable: bool = False) -> tuple[Cell | None, list[Image]]:
+    """The reader's cell (held, or newly leased) and the next cells to prefetch.
+
+    Commits (with whatever decision the caller flushed): the lease must be
+    visible to other readers at once.  A lease alone is not worth a disk sync
+    on PostgreSQL (a crash loses a lease, which then simply is not there);
+    pass ``durable`` when the transaction carries a decision.
+    """
+    now = utcnow()
+    version = active_version(session, project.id)
+    held = held_cell(session, project, user_id, now, version)
+    chosen = held
+    later: list[Image] = []
+    # Readers racing for the head of the queue take its cells from under each
+    # other: look again (further down) until one is won or the queue is dry.
+    for attempt in range(CLAIM_ATTEMPTS):
+        stmt, params = candidates(project, version, skipped, user_id, now)
+        rows = session.execute(stmt.limit(CLAIM_WINDOW * (attempt + 1)), params).all()
+        tries = list(rows)
+        if attempt and chosen is None:
+            # Lost the race for the head: spread out rather than queue up behind
+            # the same few cells as every other reader who lost it too.
+            random.shuffle(tries)
+        if chosen is None:
+            for image, prediction, slot in tries:
+                if try_lease(session, project, image.id, user_id, slot, now):
+                    chosen = (image, prediction)
+                    break
+        if chosen is not None:
+            # Prefetch what comes next in queue order.
+            later = [image for image, _p, _s in rows if image.id != chosen[0].id][:PREFETCH]
+        if chosen is not None or len(rows) < CLAIM_WINDOW * (attempt + 1):
+            break
+    if not durable and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+    session.commit()
+    if chosen is None:
+        return None, []
+    image, prediction = chosen
+    return Cell(image, prediction, suggestion_of(project, prediction)), later
+
+
+def release(session: Session, image_id: int, user_id: int) -> None:
+    session.execute(delete(Lease).where(Lease.image_id == image_id, Lease.user_id == user_id))
+
+
+def take_back(session: Session, project: Project, image_id: int, user_id: int) -> None:
+    """Lease a cell to a reader regardless of capacity (an undo hands it back)."""
+    now = utcnow()
+    release(session, image_id, user_id)
+    top = session.scalar(select(func.max(Lease.slot)).where(Lease.image_id == image_id))
+    # Above every slot a claim would compute: this lease never blocks one.
+    session.add(Lease(image_id=image_id, user_id=user_id, slot=(top or 0) + 1000,
+                      created_at=now, expires_at=lease_until(project, now)))
+    session.flush()
