@@ -17,7 +17,9 @@ from models.settings import load_settings
 from tests.conftest import DEMO_DIR, base_env, make_user, running_worker
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
+from models.base import utcnow
 from webapp.label.decisions import Decision, record
+from webapp.label.leases import try_lease
 from worker.celery_app import (
     DEFAULT_QUEUE, RUN_ROUND, SCHEDULE_ROUNDS, TRAIN_QUEUE, make_celery,
 )
@@ -57,6 +59,8 @@ class Reader:
         with session_scope(self.settings.database_url) as s:
             project, user = s.get(Project, project_id), s.get(User, self.user_id)
             for k, image_id in enumerate(image_ids):
+                # The page leases a cell when it shows it; a decision needs that lease.
+                assert try_lease(s, project, image_id, user.id, 0, utcnow())
                 record(s, project, image_id, user,
                        Decision(classes[k % len(classes)], 800, None, None, None))
 
