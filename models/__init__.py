@@ -4,10 +4,14 @@ from .annotations import Annotation, Flag, Origin
 from .base import Base, utcnow
 from .images import Image, Split
 from .projects import LabelClass, Project
+from .review import QueueStatus, ReviewQueue, ReviewQueueItem
+from .simulation import SimulationRun, SimulationStatus
 from .training import ModelVersion, Prediction, RoundStatus, TrainingRound
 from .users import Role, User
 
 __all__ = [
     "Annotation", "Base", "Flag", "Image", "LabelClass", "ModelVersion", "Origin",
-    "Prediction", "Project", "Role", "RoundStatus", "Split", "TrainingRound", "User", "utcnow",
+    "Prediction", "Project", "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
+    "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
+    "utcnow",
 ]

@@ -8,6 +8,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
+from .review import DEFAULT_RANDOM_SHARE, DEFAULT_ROUND_SIZE, DEFAULT_STRATEGY
 
 
 class Project(Base):
@@ -39,6 +40,14 @@ class Project(Base):
     fine_tune_blocks: Mapped[int] = mapped_column(default=2)
     # Start each round's network from the active model's weights.
     warm_start: Mapped[bool] = mapped_column(default=True)
+    # Active learning (models/review.py): which cells the next review round
+    # shows, how many, and the share of them drawn at random.
+    al_strategy: Mapped[str] = mapped_column(String(30), default=DEFAULT_STRATEGY,
+                                             server_default=DEFAULT_STRATEGY)
+    al_round_size: Mapped[int] = mapped_column(default=DEFAULT_ROUND_SIZE,
+                                               server_default=str(DEFAULT_ROUND_SIZE))
+    review_random_share: Mapped[float] = mapped_column(
+        default=DEFAULT_RANDOM_SHARE, server_default=str(DEFAULT_RANDOM_SHARE))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     classes: Mapped[list[LabelClass]] = relationship(

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from models import Image, LabelClass, ModelVersion, Prediction, Project, Split
 from models.labels import has_reader_annotation
+from models.review import current_queue_position
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ def ranked(session: Session, project: Project, limit: int, skipped: list[int] | 
     join_on = and_(Prediction.image_id == Image.id,
                    Prediction.model_version_id == version.id) if version else false()
     order = [Image.id.in_(skipped)] if skipped else []
+    # The current review round's frozen order first (models/review.py); cells
+    # outside it follow in the order below.
+    position = current_queue_position(project.id, Image.id)
+    order += [position.is_(None), position]
     if version:
         order += [Prediction.entropy.is_(None), Prediction.entropy.desc()]
     query = (
