@@ -18,6 +18,8 @@ DEFAULT_QUEUE = "default"
 RUN_ROUND = "hemaloop.run_round"
 SCORE_VERSION = "hemaloop.score_version"
 SCHEDULE_ROUNDS = "hemaloop.schedule_rounds"
+BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
+RUN_SIMULATION = "hemaloop.run_simulation"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -32,6 +34,8 @@ def make_celery(settings: Settings) -> Celery:
             RUN_ROUND: {"queue": TRAIN_QUEUE},
             SCORE_VERSION: {"queue": SCORE_QUEUE},
             SCHEDULE_ROUNDS: {"queue": DEFAULT_QUEUE},
+            BUILD_REVIEW_QUEUE: {"queue": SCORE_QUEUE},
+            RUN_SIMULATION: {"queue": TRAIN_QUEUE},
         },
         # Celery beat checks for projects due a scheduled round.
         beat_schedule={

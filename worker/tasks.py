@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .celery_app import RUN_ROUND, SCHEDULE_ROUNDS, SCORE_VERSION
+from .celery_app import (
+    BUILD_REVIEW_QUEUE, RUN_ROUND, RUN_SIMULATION, SCHEDULE_ROUNDS, SCORE_VERSION,
+)
 
 
 @shared_task(bind=True, name=RUN_ROUND, acks_late=True)
@@ -32,3 +34,22 @@ def schedule_rounds_task(self) -> list[int]:
     from .schedule import schedule_rounds
 
     return schedule_rounds(self.app.hemaloop_settings, self.app)
+
+
+@shared_task(bind=True, name=BUILD_REVIEW_QUEUE, acks_late=True)
+def build_review_queue_task(self, project_id: int, trigger: str = "admin") -> int | None:
+    from worker.ml.selection import SelectionError
+
+    from .review_queue import build_review_queue
+
+    try:
+        return build_review_queue(self.app.hemaloop_settings, int(project_id), trigger=trigger)
+    except SelectionError:
+        return None  # recorded on the queue row for the admin
+
+
+@shared_task(bind=True, name=RUN_SIMULATION, acks_late=True)
+def run_simulation_task(self, run_id: int) -> str:
+    from .simulation_runs import run_simulation_row
+
+    return str(run_simulation_row(self.app.hemaloop_settings, int(run_id)))

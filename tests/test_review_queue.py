@@ -1,0 +1,147 @@
+"""Frozen review queues on a real database: built by the project's strategy in SQL,
+switched atomically, followed by the labeling queue, refused clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select, update
+
+from models import (
+    Image, ModelVersion, Prediction, Project, QueueStatus, ReviewQueue, ReviewQueueItem, Split,
+    TrainingRound, utcnow,
+)
+from models.db import session_scope
+from webapp.bootstrap import create_project
+from webapp.label.queue import ranked
+from worker.ml import embeddings
+from worker.ml.selection import BatchTooLarge, UnknownStrategy
+from worker.publish import prediction_rows
+from worker.review_queue import build_review_queue, current_queue
+
+K = 8
+
+
+def _pool(settings, n: int, *, strategy: str = "margin", round_size: int = 20,
+          random_share: float = 0.1, seed: int = 0, with_embeddings: bool = False) -> tuple[int, int]:
+    """A project with ``n`` pool cells inserted in bulk, an active model version and
+    a prediction per cell (random probabilities).  Returns (project id, version id)."""
+    rng = np.random.default_rng(seed)
+    now = utcnow()
+    with session_scope(settings.database_url) as s:
+        project = create_project(s, f"p{seed}", "pbc8", test_share=0.0)
+        project.al_strategy, project.al_round_size = strategy, round_size
+        project.review_random_share = random_share
+        s.flush()
+        pid, class_ids = project.id, [c.id for c in project.classes]
+        keys = rng.random(n)
+        s.execute(Image.__table__.insert(), [
+            {"project_id": pid, "sha256": f"{seed:04d}{i:060d}", "storage_path": f"x/{i}.jpg",
+             "width": 8, "height": 8, "original_name": f"{i}.jpg", "source": "t",
+             "split": Split.POOL, "shuffle_key": float(keys[i]), "created_at": now}
+            for i in range(n)])
+        rnd = TrainingRound(project_id=pid, trigger="cli", warnings=[], config={}, timings={},
+                            status="succeeded")
+        s.add(rnd)
+        s.flush()
+        version = ModelVersion(project_id=pid, round_id=rnd.id, artifact_path=f"m/{pid}.keras",
+                               class_ids=class_ids, input_size=75, backbone_weights="none",
+                               is_active=True, feature_key="k")
+        s.add(version)
+        s.flush()
+        vid = version.id
+        ids = list(s.scalars(select(Image.id).where(Image.project_id == pid).order_by(Image.id)))
+        probs = rng.dirichlet(np.full(K, 0.3), size=n).astype(np.float32)
+        for start in range(0, n, 20_000):
+            s.execute(Prediction.__table__.insert(),
+                      prediction_rows(vid, ids[start:start + 20_000], probs[start:start + 20_000],
+                                      class_ids))
+    if with_embeddings:
+        vectors = embeddings.project(rng.normal(size=(n, 16)).astype(np.float32))
+        embeddings.save(embeddings.embeddings_path(settings.storage_dir / f"m/{pid}.keras"),
+                        np.asarray(ids), vectors)
+    return pid, vid
+
+
+def _items(settings, queue_id: int) -> list[tuple[int, bool]]:
+    with session_scope(settings.database_url) as s:
+        return [(r.image_id, r.is_random) for r in s.scalars(
+            select(ReviewQueueItem).where(ReviewQueueItem.queue_id == queue_id)
+            .order_by(ReviewQueueItem.position))]
+
+
+def test_a_100k_pool_ranks_in_sql_and_the_labeling_queue_follows(settings):
+    pid, vid = _pool(settings, 100_000, strategy="margin", round_size=50, random_share=0.1)
+    qid = build_review_queue(settings, pid, trigger="admin", seed=1)
+    items = _items(settings, qid)
+    assert len(items) == 50 and len({i for i, _ in items}) == 50
+    picked = [i for i, rnd in items if not rnd]
+    assert len(picked) == 45 and sum(rnd for _, rnd in items) == 5
+    with session_scope(settings.database_url) as s:
+        smallest = list(s.scalars(select(Prediction.image_id)
+                                  .where(Prediction.model_version_id == vid)
+                                  .order_by(Prediction.margin, Prediction.image_id).limit(45)))
+        assert picked == smallest  # the strategy's picks, most uncertain first
+        queue = current_queue(s, pid)
+        assert queue.id == qid and queue.status == QueueStatus.READY and queue.n_items == 50
+        project = s.get(Project, pid)
+        # Readers see the frozen queue in its order, then everything else.
+        shown = [image.id for image, _ in ranked(s, project, 60)]
+        assert shown[:50] == [i for i, _ in items]
+        rest = list(s.scalars(select(Prediction.image_id)
+                              .where(Prediction.model_version_id == vid,
+                                     Prediction.image_id.not_in([i for i, _ in items]))
+                              .order_by(Prediction.entropy.desc()).limit(10)))
+        assert shown[50:] == rest
+
+
+def test_the_queue_stays_frozen_until_rebuilt_and_the_switch_is_atomic(settings):
+    pid, vid = _pool(settings, 300, strategy="entropy", round_size=10)
+    first = build_review_queue(settings, pid, trigger="round", seed=1)
+    order = [i for i, _ in _items(settings, first)]
+    with session_scope(settings.database_url) as s:
+        # The model's scores change under the reader: the queue does not.
+        s.execute(update(Prediction).where(Prediction.model_version_id == vid)
+                  .values(entropy=func.random()))
+        assert [im.id for im, _ in ranked(s, s.get(Project, pid), 10)] == order
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).al_strategy = "least_confidence"
+    second = build_review_queue(settings, pid, trigger="admin", seed=2)
+    with session_scope(settings.database_url) as s:
+        current = s.scalars(select(ReviewQueue.id).where(ReviewQueue.project_id == pid,
+                                                         ReviewQueue.is_current)).all()
+        assert current == [second]
+        assert s.get(ReviewQueue, first).status == QueueStatus.READY  # kept, not current
+        assert [im.id for im, _ in ranked(s, s.get(Project, pid), 10)] == \
+            [i for i, _ in _items(settings, second)]
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "coreset", "class_balanced", "random"])
+def test_strategies_that_read_embeddings_or_counts_build_a_queue(settings, strategy):
+    pid, _ = _pool(settings, 400, strategy=strategy, round_size=20, with_embeddings=True)
+    qid = build_review_queue(settings, pid, trigger="admin", seed=3)
+    items = _items(settings, qid)
+    assert len(items) == 20 and len({i for i, _ in items}) == 20
+
+
+def test_an_unknown_strategy_is_refused_by_name_and_the_current_queue_stays(settings):
+    pid, _ = _pool(settings, 100, strategy="margin", round_size=10)
+    good = build_review_queue(settings, pid, trigger="admin")
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).al_strategy = "most_fun"
+    with pytest.raises(UnknownStrategy, match="'most_fun'.*known strategies: random, "):
+        build_review_queue(settings, pid, trigger="admin")
+    with session_scope(settings.database_url) as s:
+        failed = s.scalar(select(ReviewQueue).order_by(ReviewQueue.id.desc()).limit(1))
+        assert failed.status == QueueStatus.FAILED and "most_fun" in failed.error
+        assert "margin" in failed.error
+        assert current_queue(s, pid).id == good
+
+
+def test_a_round_size_larger_than_the_pool_is_refused(settings):
+    pid, _ = _pool(settings, 30, strategy="margin", round_size=31)
+    with pytest.raises(BatchTooLarge, match="31 is larger than the pool of 30"):
+        build_review_queue(settings, pid, trigger="admin")
+    with session_scope(settings.database_url) as s:
+        assert current_queue(s, pid) is None
+        assert s.scalar(select(ReviewQueue.error)).startswith("The round size 31")
