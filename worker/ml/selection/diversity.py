@@ -13,6 +13,7 @@ import numpy as np
 # cells describe the pool's modes as well as 100,000 do, at a fifth of the cost.
 KMEANS_MAX_ROWS = 20_000
 KMEANS_ITERATIONS = 15
+KMEANS_INITS = 3
 # Distances are updated against this many candidate rows at a time.
 CHUNK = 8192
 
@@ -94,17 +95,25 @@ def kmeans_representatives(points: np.ndarray, batch: int, rng: np.random.Genera
         rows = np.sort(rng.choice(n, KMEANS_MAX_ROWS, replace=False))
     x = points[rows]
     w = None if weights is None else np.asarray(weights, dtype=np.float64)[rows] + 1e-9
-    centres = _kmeans_pp_init(x, batch, rng, w)
     x2 = np.einsum("ij,ij->i", x, x)
-    for _ in range(KMEANS_ITERATIONS):
+    best = None
+    # A few seedings, keeping the tightest: one k-means++ seeding can still
+    # put two centres in one cluster and miss another.
+    for _ in range(KMEANS_INITS):
+        centres = _kmeans_pp_init(x, batch, rng, w)
+        for _ in range(KMEANS_ITERATIONS):
+            d = x2[:, None] + np.einsum("ij,ij->i", centres, centres)[None, :] - 2 * x @ centres.T
+            assign = d.argmin(axis=1)
+            for c in range(batch):
+                members = assign == c
+                if members.any():
+                    mw = None if w is None else w[members]
+                    centres[c] = np.average(x[members], axis=0, weights=mw)
         d = x2[:, None] + np.einsum("ij,ij->i", centres, centres)[None, :] - 2 * x @ centres.T
-        assign = d.argmin(axis=1)
-        for c in range(batch):
-            members = assign == c
-            if members.any():
-                mw = None if w is None else w[members]
-                centres[c] = np.average(x[members], axis=0, weights=mw)
-    d = x2[:, None] + np.einsum("ij,ij->i", centres, centres)[None, :] - 2 * x @ centres.T
+        inertia = float(d.min(axis=1).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, d)
+    d = best[1]
     chosen: list[int] = []
     taken = np.zeros(len(x), dtype=bool)
     for c in np.argsort(d.min(axis=0)):  # tightest clusters first: a stable order
