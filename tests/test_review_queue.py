@@ -145,3 +145,35 @@ def test_a_round_size_larger_than_the_pool_is_refused(settings):
     with session_scope(settings.database_url) as s:
         assert current_queue(s, pid) is None
         assert s.scalar(select(ReviewQueue.error)).startswith("The round size 31")
+
+
+@pytest.mark.slow
+def test_before_any_model_the_first_queue_is_a_diverse_cold_start(settings, demo_project):
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, demo_project)
+        project.al_strategy, project.al_round_size, project.review_random_share = "margin", 8, 0.25
+    qid = build_review_queue(settings, demo_project, trigger="admin", seed=0)
+    items = _items(settings, qid)
+    assert len(items) == 8 and sum(r for _, r in items) == 2
+    with session_scope(settings.database_url) as s:
+        queue = s.get(ReviewQueue, qid)
+        assert queue.model_version_id is None and queue.is_current
+        # Features were computed once and cached for later rounds.
+        assert any((settings.storage_dir / "features").rglob("*.npy"))
+
+
+def test_the_cli_builds_a_queue_and_reports_refusals(settings, tmp_path):
+    from click.testing import CliRunner
+
+    from tests.conftest import base_env
+    from webapp.cli import main
+
+    pid, _ = _pool(settings, 40, strategy="least_confidence", round_size=10)
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url)
+    ok = CliRunner().invoke(main, ["review-queue", "--project", "p0"], env=env)
+    assert ok.exit_code == 0 and "is current" in ok.output, ok.output
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).al_round_size = 41
+    refused = CliRunner().invoke(main, ["review-queue", "--project", "p0"], env=env)
+    assert refused.exit_code != 0 and "round size 41 is larger than the pool of 40" in \
+        refused.output

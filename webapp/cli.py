@@ -241,6 +241,28 @@ def _report(settings: Settings, round_id: int) -> None:
             _fail(rnd.error)
 
 
+@main.command("review-queue")
+@click.option("--project", "project_name", required=True)
+def review_queue_cmd(project_name: str) -> None:
+    """Build the project's next review queue now (cold start before any model)."""
+    from worker.ml.selection import SelectionError
+    from worker.review_queue import build_review_queue
+
+    from .bootstrap import SetupError, find_project
+
+    settings = _settings()
+    with session_scope(settings.database_url) as s:
+        try:
+            project_id = find_project(s, project_name).id
+        except SetupError as exc:
+            _fail(str(exc))
+    try:
+        queue_id = build_review_queue(settings, project_id, trigger="cli")
+    except SelectionError as exc:
+        _fail(str(exc))
+    click.echo(f"review queue {queue_id} is current")
+
+
 @main.command()
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
