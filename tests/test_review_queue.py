@@ -95,6 +95,19 @@ def test_a_100k_pool_ranks_in_sql_and_the_labeling_queue_follows(settings):
         assert shown[50:] == rest
 
 
+def test_the_queue_api_names_the_current_review_queue(settings, app):
+    from tests.conftest import LoggedIn, make_user
+
+    pid, _ = _pool(settings, 50, strategy="margin", round_size=5)
+    make_user(settings, "reader", "pathologist")
+    reader = LoggedIn(app.test_client(), "reader")
+    assert reader.get(f"/api/projects/{pid}/queue?limit=3").json["review_queue_id"] is None
+    qid = build_review_queue(settings, pid, trigger="admin")
+    body = reader.get(f"/api/projects/{pid}/queue?limit=5").json
+    assert body["review_queue_id"] == qid
+    assert [c["image_id"] for c in body["cells"]] == [i for i, _ in _items(settings, qid)]
+
+
 def test_the_queue_stays_frozen_until_rebuilt_and_the_switch_is_atomic(settings):
     pid, vid = _pool(settings, 300, strategy="entropy", round_size=10)
     first = build_review_queue(settings, pid, trigger="round", seed=1)
