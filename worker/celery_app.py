@@ -8,6 +8,8 @@ Queues are split by purpose so GPU workers can take ``train`` alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 
 from models.settings import Settings, load_settings
@@ -24,8 +26,17 @@ BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
 RUN_SIMULATION = "hemaloop.run_simulation"
 
 
+def _ensure_sqlite_dir(url: str) -> None:
+    """Celery's database backend creates its tables as soon as any task is sent
+    (the webapp too), so the SQLite file's folder must exist by then."""
+    prefix = "db+sqlite:///"
+    if url.startswith(prefix) and url != prefix:
+        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("hemaloop", include=["worker.tasks"])
+    _ensure_sqlite_dir(settings.result_backend)
     app.conf.update(
         broker_url=settings.broker_url,
         # Tasks record their outcome on database rows.  The one exception is
