@@ -29,7 +29,7 @@ def upgrade() -> None:
         # Server defaults stay (the models declare them): existing projects get
         # the default strategy, chosen in docs/benchmarks.md.
         batch_op.add_column(sa.Column("al_strategy", sa.String(length=30), nullable=False,
-                                      server_default="margin"))
+                                      server_default="hybrid"))
         batch_op.add_column(sa.Column("al_round_size", sa.Integer(), nullable=False,
                                       server_default="50"))
         batch_op.add_column(sa.Column("review_random_share", sa.Double(), nullable=False,
