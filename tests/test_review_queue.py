@@ -190,3 +190,29 @@ def test_the_cli_builds_a_queue_and_reports_refusals(settings, tmp_path):
     refused = CliRunner().invoke(main, ["review-queue", "--project", "p0"], env=env)
     assert refused.exit_code != 0 and "round size 41 is larger than the pool of 40" in \
         refused.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["bald", "hybrid", "class_balanced"])
+def test_after_a_real_round_model_based_strategies_build_a_queue(tmp_path, sqlite_url, strategy):
+    """BALD reads the saved model's head and the cached features; hybrid the stored embeddings."""
+    from models.settings import load_settings
+    from tests.conftest import base_env
+    from tests.test_worker import _add_round, _trainable_project
+    from worker.rounds import run_round
+
+    settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url))
+    pid = _trainable_project(settings, tmp_path)
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        project.al_strategy, project.al_round_size, project.review_random_share = strategy, 4, 0.0
+    assert run_round(settings, _add_round(settings, pid), worker="t").value == "succeeded"
+    with session_scope(settings.database_url) as s:
+        queue = current_queue(s, pid)
+        assert queue.trigger == "round" and queue.strategy == strategy and queue.model_version_id
+        assert queue.status == QueueStatus.READY and queue.n_items == 4
+        items = s.scalars(select(ReviewQueueItem.image_id)
+                          .where(ReviewQueueItem.queue_id == queue.id)).all()
+        pool = set(s.scalars(select(Image.id).where(Image.project_id == pid,
+                                                    Image.split == Split.POOL)))
+        assert len(set(items)) == 4 and set(items) <= pool
