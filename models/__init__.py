@@ -5,10 +5,14 @@ from .base import Base, utcnow
 from .images import Image, Split
 from .leases import Lease
 from .projects import LabelClass, Project
+from .review import QueueStatus, ReviewQueue, ReviewQueueItem
+from .simulation import SimulationRun, SimulationStatus
 from .training import ModelVersion, Prediction, RoundStatus, TrainingRound
 from .users import Role, User
 
 __all__ = [
     "Annotation", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
-    "Prediction", "Project", "Role", "RoundStatus", "Split", "TrainingRound", "User", "utcnow",
+    "Prediction", "Project", "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
+    "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
+    "utcnow",
 ]

@@ -8,6 +8,7 @@ from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, UniqueConstrai
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
+from .review import DEFAULT_RANDOM_SHARE, DEFAULT_ROUND_SIZE, DEFAULT_STRATEGY
 
 
 class Project(Base):
@@ -57,6 +58,14 @@ class Project(Base):
     blind_reading: Mapped[bool] = mapped_column(default=False)
     # How long a cell shown to a reader stays theirs (a closed tab frees it).
     lease_minutes: Mapped[int] = mapped_column(default=10)
+    # Active learning (models/review.py): which cells the next review round
+    # shows, how many, and the share of them drawn at random.
+    al_strategy: Mapped[str] = mapped_column(String(30), default=DEFAULT_STRATEGY,
+                                             server_default=DEFAULT_STRATEGY)
+    al_round_size: Mapped[int] = mapped_column(default=DEFAULT_ROUND_SIZE,
+                                               server_default=str(DEFAULT_ROUND_SIZE))
+    review_random_share: Mapped[float] = mapped_column(
+        default=DEFAULT_RANDOM_SHARE, server_default=str(DEFAULT_RANDOM_SHARE))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     classes: Mapped[list[LabelClass]] = relationship(

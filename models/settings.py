@@ -47,6 +47,12 @@ class Settings:
     max_upload_bytes: int
     round_stale_seconds: int
     log_level: str
+    # Celery's result backend: only pool scoring's chord uses it (its chunks'
+    # counts reach the callback through it); every other task records its
+    # outcome on a database row.
+    result_backend: str = ""
+    # Pool scoring is split into chunks of this many cells, run in parallel.
+    score_chunk_cells: int = 5000
 
     @property
     def models_dir(self) -> Path:
@@ -146,6 +152,7 @@ KNOWN_NAMES = {
         "INPUT_SIZE", "BACKBONE_WEIGHTS", "BATCH_SIZE", "HEAD_EPOCHS", "FINE_TUNE_EPOCHS",
         "MIXED_PRECISION", "SCHEDULE_SECONDS",
         "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "ROUND_STALE_SECONDS", "LOG_LEVEL",
+        "RESULT_BACKEND", "SCORE_CHUNK_CELLS",
     )
 } | _KNOWN_NON_SETTINGS
 
@@ -187,4 +194,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1024, 1 << 40),
         round_stale_seconds=_int(env, "ROUND_STALE_SECONDS", 900, 30, 7 * 24 * 3600),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        result_backend=_url(
+            env, "RESULT_BACKEND", f"db+sqlite:///{instance_dir / 'celery-results.sqlite'}",
+            ("db+sqlite:", "db+postgresql:", "db+postgresql+", "redis://", "rediss://"),
+        ),
+        score_chunk_cells=_int(env, "SCORE_CHUNK_CELLS", 5000, 1, 1_000_000),
     )

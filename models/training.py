@@ -114,6 +114,9 @@ class Prediction(Base):
         UniqueConstraint("model_version_id", "image_id"),
         # The labeling queue walks these in order of uncertainty.
         Index("ix_predictions_version_entropy", "model_version_id", "entropy"),
+        # Review queues rank by the project's strategy in SQL (ORDER BY … LIMIT).
+        Index("ix_predictions_version_margin", "model_version_id", "margin"),
+        Index("ix_predictions_version_least_confidence", "model_version_id", "least_confidence"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -241,6 +241,100 @@ def _report(settings: Settings, round_id: int) -> None:
             _fail(rnd.error)
 
 
+@main.command("review-queue")
+@click.option("--project", "project_name", required=True)
+def review_queue_cmd(project_name: str) -> None:
+    """Build the project's next review queue now (cold start before any model)."""
+    from worker.ml.selection import SelectionError
+    from worker.review_queue import build_review_queue
+
+    from .bootstrap import SetupError, find_project
+
+    settings = _settings()
+    with session_scope(settings.database_url) as s:
+        try:
+            project_id = find_project(s, project_name).id
+        except SetupError as exc:
+            _fail(str(exc))
+    try:
+        queue_id = build_review_queue(settings, project_id, trigger="cli")
+    except SelectionError as exc:
+        _fail(str(exc))
+    click.echo(f"review queue {queue_id} is current")
+
+
+@main.command()
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="An already-labeled folder: one sub-folder of images per class.")
+@click.option("--strategy", "strategies", default="random,margin", show_default=True,
+              help="Comma-separated strategies to compare (see README).")
+@click.option("--initial", type=int, default=50, show_default=True,
+              help="Labels before the first model (random's are random; the others' are "
+                   "the cold start).")
+@click.option("--batch", type=int, default=50, show_default=True, help="Round size B.")
+@click.option("--rounds", type=int, default=10, show_default=True)
+@click.option("--repeats", type=int, default=3, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where curves.csv, curves.svg and summary.json go.")
+@click.option("--size", type=int, default=None,
+              help="Network input size (default: HEMALOOP_INPUT_SIZE).")
+@click.option("--weights", default=None,
+              help="Backbone weights (default: HEMALOOP_BACKBONE_WEIGHTS).")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Feature cache (default: the instance's, shared with rounds).")
+def simulate(data_dir: Path, strategies: str, initial: int, batch: int, rounds: int,
+             repeats: int, out_dir: Path, size: int | None, weights: str | None,
+             cache_dir: Path | None) -> None:
+    """Compare active-learning strategies on a labeled folder (labels revealed by an oracle)."""
+    from worker.ml.selection import SelectionError, get_strategy
+    from worker.simulation.dataset import SimulationRefused, read_class_folders
+    from worker.simulation.loop import HeadConfig
+    from worker.simulation.run import run_simulation
+
+    settings = _settings()
+    names = [name.strip() for name in strategies.split(",") if name.strip()]
+    try:
+        for name in names:
+            get_strategy(name)
+    except SelectionError as exc:
+        _fail(str(exc))
+    if rounds < 0 or repeats < 1:
+        _fail("--rounds must be at least 0 and --repeats at least 1.")
+    try:
+        data = read_class_folders(data_dir)
+    except SimulationRefused as exc:
+        _fail(str(exc))
+    click.echo(f"{len(data)} cells in {len(data.class_names)} classes: "
+               + ", ".join(data.class_names), err=True)
+    with click.progressbar(length=1000, label="simulating", file=sys.stderr,
+                           item_show_func=lambda m: m) as bar:
+        shown = [0]
+
+        def progress(done: int, total: int, message: str) -> None:
+            target = int(1000 * done / max(total, 1))
+            bar.update(max(target - shown[0], 0), message)
+            shown[0] = max(target, shown[0])
+
+        try:
+            result = run_simulation(
+                data, names, initial=initial, batch=batch, rounds=rounds, repeats=repeats,
+                out_dir=out_dir, cache_dir=cache_dir or settings.storage_dir / "features",
+                input_size=size or settings.input_size,
+                weights=weights or settings.backbone_weights,
+                config=HeadConfig(epochs=settings.head_epochs, batch_size=settings.batch_size),
+                progress=progress)
+        except (SimulationRefused, SelectionError) as exc:
+            _fail(str(exc))
+    click.echo(f"whole-pool model: accuracy {result.full_accuracy:.3f}; "
+               f"target (95%) {result.target:.3f}")
+    for t in result.to_target:
+        shown_mean = f"{t.mean:.0f} ± {t.sd:.0f}" if t.mean is not None else "not reached"
+        click.echo(f"  {t.strategy:18s} labels to reach the target: {shown_mean}")
+    click.echo(f"wrote {out_dir / 'curves.csv'}, {out_dir / 'curves.svg'}, "
+               f"{out_dir / 'summary.json'}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)

@@ -8,6 +8,8 @@ Queues are split by purpose so GPU workers can take ``train`` alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 
 from models.settings import Settings, load_settings
@@ -17,21 +19,48 @@ SCORE_QUEUE = "score"
 DEFAULT_QUEUE = "default"
 RUN_ROUND = "hemaloop.run_round"
 SCORE_VERSION = "hemaloop.score_version"
+SCORE_CHUNK = "hemaloop.score_chunk"
+FINISH_SCORING = "hemaloop.finish_scoring"
 SCHEDULE_ROUNDS = "hemaloop.schedule_rounds"
+BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
+RUN_SIMULATION = "hemaloop.run_simulation"
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    """Celery's database backend creates its tables as soon as any task is sent
+    (the webapp too), so the SQLite file's folder must exist by then."""
+    prefix = "db+sqlite:///"
+    if url.startswith(prefix) and url != prefix:
+        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("hemaloop", include=["worker.tasks"])
+    _ensure_sqlite_dir(settings.result_backend)
     app.conf.update(
         broker_url=settings.broker_url,
-        # Tasks record their outcome on database rows; no result backend.
+        # Tasks record their outcome on database rows.  The one exception is
+        # pool scoring, a chord: its chunk tasks keep their results (counts)
+        # so Celery can call the callback when the last one ends.  A chord
+        # rather than a counter on a row: Celery already does the join (with
+        # retries and the Redis backend's native chord support), and each
+        # chunk is an ordinary task any free worker on the `score` queue
+        # takes.  The default backend is SQLite beside the SQLite broker.
         task_ignore_result=True,
-        result_backend=None,
+        result_backend=settings.result_backend or None,
+        result_expires=24 * 3600,
+        result_extended=False,
         task_default_queue=DEFAULT_QUEUE,
         task_routes={
             RUN_ROUND: {"queue": TRAIN_QUEUE},
             SCORE_VERSION: {"queue": SCORE_QUEUE},
+            SCORE_CHUNK: {"queue": SCORE_QUEUE},
+            FINISH_SCORING: {"queue": SCORE_QUEUE},
+            # The chord's join (for result backends without native chords).
+            "celery.chord_unlock": {"queue": SCORE_QUEUE},
             SCHEDULE_ROUNDS: {"queue": DEFAULT_QUEUE},
+            BUILD_REVIEW_QUEUE: {"queue": SCORE_QUEUE},
+            RUN_SIMULATION: {"queue": TRAIN_QUEUE},
         },
         # Celery beat checks for projects due a scheduled round.
         beat_schedule={

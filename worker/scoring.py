@@ -4,6 +4,12 @@ Used when an admin activates or rolls back to a version: cells imported or
 un-decided since that version's round get predictions too.  Features come
 from the cache when that backbone's are there; the model is loaded only if
 some are missing.
+
+The pool is split into chunks of ``score_chunk_cells`` cells (ranges of image
+ids, so a message stays a few numbers however large the pool); the Celery
+task runs them as a chord (worker/tasks.py), so more workers on the `score`
+queue finish sooner, and the callback builds the next review queue once the
+last chunk is in.  :func:`score_version` runs the same steps in one process.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ import logging
 import numpy as np
 from sqlalchemy import select
 
-from models import Image, ModelVersion, Prediction, Project
+from models import Image, ModelVersion, Prediction, Project, Split
 from models.db import session_scope
-from models.labels import unlabeled_pool
+from models.labels import has_reader_annotation
 from models.settings import Settings
 
 from .publish import store_predictions
@@ -23,8 +29,46 @@ from .publish import store_predictions
 log = logging.getLogger(__name__)
 
 
-def score_version(settings: Settings, version_id: int, only_missing: bool = True) -> int:
-    """Predict the project's undecided pool cells with ``version_id``; returns rows written."""
+def _pool_query(project_id: int, version_id: int, only_missing: bool):
+    query = (select(Image.id).where(Image.project_id == project_id, Image.split == Split.POOL)
+             .where(~has_reader_annotation()))
+    if only_missing:
+        query = query.where(~select(Prediction.id).where(
+            Prediction.model_version_id == version_id,
+            Prediction.image_id == Image.id).exists())
+    return query
+
+
+def plan_chunks(settings: Settings, version_id: int,
+                only_missing: bool = True) -> list[tuple[int, int]]:
+    """Inclusive image-id ranges, each holding at most ``score_chunk_cells`` pool cells
+    to score.  Streams ids (integers only) instead of loading the pool's rows."""
+    size = settings.score_chunk_cells
+    chunks: list[tuple[int, int]] = []
+    with session_scope(settings.database_url) as s:
+        version = s.get(ModelVersion, version_id)
+        if version is None:
+            log.warning("model version %s does not exist; nothing to score", version_id)
+            return []
+        ids = s.scalars(_pool_query(version.project_id, version.id, only_missing)
+                        .order_by(Image.id).execution_options(yield_per=size))
+        first = last = None
+        count = 0
+        for image_id in ids:
+            if first is None:
+                first = image_id
+            last, count = image_id, count + 1
+            if count == size:
+                chunks.append((first, last))
+                first, count = None, 0
+        if first is not None:
+            chunks.append((first, last))
+    return chunks
+
+
+def score_chunk(settings: Settings, version_id: int, lo: int, hi: int,
+                only_missing: bool = True) -> int:
+    """Predict the pool cells with ids in [lo, hi]; returns rows written."""
     from worker.ml import calibration
     from worker.ml.backend import CellClassifier
     from worker.ml.feature_store import FeatureStore
@@ -33,34 +77,57 @@ def score_version(settings: Settings, version_id: int, only_missing: bool = True
     with session_scope(settings.database_url) as s:
         version = s.get(ModelVersion, version_id)
         if version is None:
-            log.warning("model version %s does not exist; nothing to score", version_id)
             return 0
         project = s.get(Project, version.project_id)
-        pool = unlabeled_pool(s, project)
-        if only_missing:
-            have = set(s.scalars(select(Prediction.image_id)
-                                 .where(Prediction.model_version_id == version.id)))
-            pool = [(i, p) for i, p in pool if i not in have]
-        # By project, not by a list of ids: a pool can outgrow SQL's parameter limits.
-        shas = {i: sha for i, sha in s.execute(
-            select(Image.id, Image.sha256).where(Image.project_id == project.id))}
-    if not pool:
+        rows = s.execute(
+            select(Image.id, Image.sha256, Image.storage_path)
+            .where(Image.id.in_(_pool_query(project.id, version.id, only_missing)
+                                .where(Image.id >= lo, Image.id <= hi)))
+            .order_by(Image.id)).all()
+        artifact, feature_key = version.artifact_path, version.feature_key
+    if not rows:
         return 0
-    clf = CellClassifier.load(settings.storage_dir / version.artifact_path)
-    store = FeatureStore(settings.storage_dir / "features", version.feature_key)
-    ids = [i for i, _ in pool]
-    feats, found = store.get_many([shas[i] for i in ids], FEATURE_DIM)
+    store = FeatureStore(settings.storage_dir / "features", feature_key)
+    ids = [r.id for r in rows]
+    shas = [r.sha256 for r in rows]
+    feats, found = store.get_many(shas, FEATURE_DIM)
+    clf = None
     missing = np.flatnonzero(~found)
     ok = found.copy()
     if len(missing):
+        clf = CellClassifier.load(settings.storage_dir / artifact)
         computed, computed_ok = clf.features(
-            [settings.storage_dir / pool[i][1] for i in missing], settings.batch_size)
+            [settings.storage_dir / rows[i].storage_path for i in missing], settings.batch_size)
         feats[missing] = computed
         ok[missing] = computed_ok
-        store.put_many([shas[i] for i in ids], feats, missing[computed_ok])
-    rows = np.flatnonzero(ok)
-    probs = calibration.softmax(clf.logits_features(feats[rows]), version.temperature)
+        store.put_many(shas, feats, missing[computed_ok])
+    clf = clf or CellClassifier.load(settings.storage_dir / artifact)
+    good = np.flatnonzero(ok)
     with session_scope(settings.database_url) as s:
         version = s.get(ModelVersion, version_id)
-        return store_predictions(s, version, [ids[r] for r in rows], probs,
+        probs = calibration.softmax(clf.logits_features(feats[good]), version.temperature)
+        return store_predictions(s, version, [ids[r] for r in good], probs,
                                  replace=not only_missing)
+
+
+def finish_scoring(settings: Settings, version_id: int, counts: list[int]) -> int:
+    """After the last chunk: the next review queue under this version."""
+    from .review_queue import build_review_queue
+
+    total = int(sum(counts or []))
+    with session_scope(settings.database_url) as s:
+        version = s.get(ModelVersion, version_id)
+        project_id = version.project_id if version is not None and version.is_active else None
+    if project_id is not None:
+        try:
+            build_review_queue(settings, project_id, trigger="scoring")
+        except Exception:  # noqa: BLE001 - recorded on the queue row; the scores stand
+            log.warning("review queue of project %s not rebuilt", project_id, exc_info=True)
+    return total
+
+
+def score_version(settings: Settings, version_id: int, only_missing: bool = True) -> int:
+    """All chunks in this process, then the finish step; returns rows written."""
+    counts = [score_chunk(settings, version_id, lo, hi, only_missing)
+              for lo, hi in plan_chunks(settings, version_id, only_missing)]
+    return finish_scoring(settings, version_id, counts)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .celery_app import RUN_ROUND, SCHEDULE_ROUNDS, SCORE_VERSION
+from .celery_app import (
+    BUILD_REVIEW_QUEUE, FINISH_SCORING, RUN_ROUND, RUN_SIMULATION, SCHEDULE_ROUNDS, SCORE_CHUNK,
+    SCORE_VERSION,
+)
 
 
 @shared_task(bind=True, name=RUN_ROUND, acks_late=True)
@@ -22,9 +25,34 @@ def run_round_task(self, round_id: int) -> str:
 
 @shared_task(bind=True, name=SCORE_VERSION, acks_late=True)
 def score_version_task(self, version_id: int) -> int:
-    from .scoring import score_version
+    """Split the pool into chunks and score them as a chord; returns the chunk count."""
+    from celery import chord, group
 
-    return score_version(self.app.hemaloop_settings, int(version_id))
+    from .scoring import finish_scoring, plan_chunks
+
+    settings = self.app.hemaloop_settings
+    chunks = plan_chunks(settings, int(version_id))
+    if not chunks:
+        finish_scoring(settings, int(version_id), [])
+        return 0
+    header = group(score_chunk_task.s(int(version_id), lo, hi) for lo, hi in chunks)
+    chord(header)(finish_scoring_task.s(int(version_id)))
+    return len(chunks)
+
+
+# Results kept (ignore_result=False): the chord's callback receives them.
+@shared_task(bind=True, name=SCORE_CHUNK, acks_late=True, ignore_result=False)
+def score_chunk_task(self, version_id: int, lo: int, hi: int) -> int:
+    from .scoring import score_chunk
+
+    return score_chunk(self.app.hemaloop_settings, int(version_id), int(lo), int(hi))
+
+
+@shared_task(bind=True, name=FINISH_SCORING, acks_late=True)
+def finish_scoring_task(self, counts: list[int], version_id: int) -> int:
+    from .scoring import finish_scoring
+
+    return finish_scoring(self.app.hemaloop_settings, int(version_id), counts)
 
 
 @shared_task(bind=True, name=SCHEDULE_ROUNDS, ignore_result=True)
@@ -32,3 +60,22 @@ def schedule_rounds_task(self) -> list[int]:
     from .schedule import schedule_rounds
 
     return schedule_rounds(self.app.hemaloop_settings, self.app)
+
+
+@shared_task(bind=True, name=BUILD_REVIEW_QUEUE, acks_late=True)
+def build_review_queue_task(self, project_id: int, trigger: str = "admin") -> int | None:
+    from worker.ml.selection import SelectionError
+
+    from .review_queue import build_review_queue
+
+    try:
+        return build_review_queue(self.app.hemaloop_settings, int(project_id), trigger=trigger)
+    except SelectionError:
+        return None  # recorded on the queue row for the admin
+
+
+@shared_task(bind=True, name=RUN_SIMULATION, acks_late=True)
+def run_simulation_task(self, run_id: int) -> str:
+    from .simulation_runs import run_simulation_row
+
+    return str(run_simulation_row(self.app.hemaloop_settings, int(run_id)))

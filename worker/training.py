@@ -417,6 +417,20 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
     ), pool_ids=pool_ids, probs=probs, round_values=dict(
         warnings=warnings, timings=timings, n_train=int(len(y_all)), n_test=int(len(test_rows)),
     ))
+    next_review_round(settings, data.project_id)
+
+
+def next_review_round(settings: Settings, project_id: int) -> None:
+    """The model is published and the pool scored: freeze the next review queue.
+
+    A failure here is recorded on the queue row and must not undo the round.
+    """
+    from .review_queue import build_review_queue
+
+    try:
+        build_review_queue(settings, project_id, trigger="round")
+    except Exception:  # noqa: BLE001 - recorded on the queue row; the round stands
+        log.warning("the review queue of project %s was not rebuilt", project_id, exc_info=True)
 
 
 def label_counts_of(pairs: list[tuple[int, int]]) -> dict[int, int]:

@@ -5,3 +5,4 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from . import routes  # noqa: E402,F401
+from . import active_learning  # noqa: E402,F401

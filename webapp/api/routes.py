@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask import abort, request
 from sqlalchemy import select
 
-from models import Project, Role, TrainingRound
+from models import Project, ReviewQueue, Role, TrainingRound
 
 from ..admin.overview import project_overview
 from ..auth.roles import role_required
@@ -61,7 +61,11 @@ def queue(project_id: int):
     return {
         "project_id": project.id,
         "model_version_id": version.id if version else None,
+        # Ranked cells follow the current review queue first (models/review.py),
+        # then this order.
         "order": "entropy" if version else "random",
+        "review_queue_id": db.scalar(select(ReviewQueue.id).where(
+            ReviewQueue.project_id == project.id, ReviewQueue.is_current)),
         "cells": [{
             "image_id": image.id,
             "suggestion": names.get(p.predicted_class_id) if p else None,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from models import Annotation, Image, LabelClass, Lease, ModelVersion, Origin, Prediction, Project
 from models.labels import awaits_readers, needed_readers_sql, vote_count
+from models.review import current_queue_position
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ def remaining(session: Session, project: Project) -> int:
 def queue_order(version: bool, skipped: bool) -> list:
     """The ORDER BY of the queue, kept in one place so it can be swapped whole."""
     order = [Image.id.in_(bindparam("skipped", expanding=True))] if skipped else []
+    # The current review round's frozen order first (models/review.py); cells
+    # outside it follow in the order below.
+    position = current_queue_position(bindparam("project_id"), Image.id)
+    order += [position.is_(None), position]
     if version:
         order += [Prediction.entropy.is_(None), Prediction.entropy.desc()]
     return order + [Image.shuffle_key, Image.id]

@@ -1,0 +1,43 @@
+"""Admin strategy comparisons: the simulator run over a project's own labeled cells."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, utcnow
+
+
+class SimulationStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class SimulationRun(Base):
+    __tablename__ = "simulation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    status: Mapped[SimulationStatus] = mapped_column(
+        Enum(SimulationStatus, name="simulation_status",
+             values_callable=lambda e: [m.value for m in e], native_enum=False, length=10),
+        default=SimulationStatus.QUEUED)
+    # strategies, initial, batch, rounds, repeats.
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress: Mapped[float] = mapped_column(default=0.0)
+    phase: Mapped[str] = mapped_column(String(200), default="queued")
+    # summary.json of the run; the curves and plot are files under storage.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    output_dir: Mapped[str | None] = mapped_column(String(500))
+    # A message for the admin (a refusal), never an exception's text.
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
