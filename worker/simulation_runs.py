@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 from sqlalchemy import select, update
@@ -25,6 +24,19 @@ from models.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class _AsOracle:
+    """The project with its reference labels counted as truth; everything else
+    (classes, reading rules) is the project's own."""
+
+    train_on_reference = True
+
+    def __init__(self, project: Project):
+        self._project = project
+
+    def __getattr__(self, name: str):
+        return getattr(self._project, name)
+
+
 def _project_cells(settings: Settings, project_id: int):
     """Every cell of the project with a final class label (pool and test), as a LabeledSet."""
     from worker.simulation.dataset import LabeledSet
@@ -33,7 +45,7 @@ def _project_cells(settings: Settings, project_id: int):
         project = s.get(Project, project_id)
         # The simulator reveals labels as an oracle: reference labels count
         # as truth here, as they do for the test split.
-        as_oracle = SimpleNamespace(id=project.id, train_on_reference=True)
+        as_oracle = _AsOracle(project)
         items = labeled_images(s, as_oracle, Split.POOL) + labeled_images(s, as_oracle, Split.TEST)
         shas = dict(s.execute(select(Image.id, Image.sha256)
                               .where(Image.project_id == project_id)).all())
