@@ -71,6 +71,44 @@ def seed(url: str, storage: Path, cells: int, readers: int) -> int:
     return pid
 
 
+def seed_model(env: dict, pid: int, review_size: int) -> None:
+    """The state readers meet after a round: an active model with a (random)
+    prediction per cell, and a current review queue of ``review_size`` cells
+    built by the product's own code (margin strategy, ranked in SQL)."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from models import Image, ModelVersion, Prediction, Project, TrainingRound
+    from models.db import get_engine, session_scope
+    from models.settings import load_settings
+    from worker.publish import prediction_rows
+    from worker.review_queue import build_review_queue
+
+    settings = load_settings(env)
+    rng = np.random.default_rng(0)
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        project.al_strategy, project.al_round_size = "margin", review_size
+        class_ids = [c.id for c in project.classes]
+        rnd = TrainingRound(project_id=pid, trigger="cli", warnings=[], config={}, timings={},
+                            status="succeeded")
+        s.add(rnd)
+        s.flush()
+        version = ModelVersion(project_id=pid, round_id=rnd.id, artifact_path="m/bench.keras",
+                               class_ids=class_ids, input_size=75, backbone_weights="none",
+                               is_active=True, feature_key="bench")
+        s.add(version)
+        s.flush()
+        ids = list(s.scalars(select(Image.id).where(Image.project_id == pid).order_by(Image.id)))
+        probs = rng.dirichlet(np.full(len(class_ids), 0.3), size=len(ids)).astype(np.float32)
+        s.execute(Prediction.__table__.insert(), prediction_rows(version.id, ids, probs, class_ids))
+    build_review_queue(settings, pid, trigger="cli", seed=0)
+    with get_engine(settings.database_url).connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+    get_engine(settings.database_url).dispose()
+
+
 class Reader:
     """One reader's browser: a keep-alive connection, a cookie, the CSRF token."""
 
@@ -141,6 +179,10 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
                         help="gunicorn worker processes (default: one per core, as in production)")
+    parser.add_argument("--no-model", action="store_true",
+                        help="no active model or review queue (the state before the first round)")
+    parser.add_argument("--review-size", type=int, default=200,
+                        help="cells in the current review queue (with a model)")
     parser.add_argument("--database-url", help="a PostgreSQL server URL (a fresh database is made)")
     args = parser.parse_args()
 
@@ -162,15 +204,19 @@ def main() -> None:
     try:
         t = time.perf_counter()
         pid = seed(url, tmp / "storage", args.cells, args.readers)
-        print(f"seeded {args.cells} cells, {args.readers} readers on {kind} in "
-              f"{time.perf_counter() - t:.1f} s")
-        port = free_port()
         env = {**os.environ, "HEMALOOP_DATABASE_URL": url, "HEMALOOP_INSTANCE_DIR": str(tmp),
                "HEMALOOP_STORAGE_DIR": str(tmp / "storage"),
                "HEMALOOP_SECRET_KEY": "bench-secret-key-0123456789",
                "HEMALOOP_BROKER_URL": f"sqla+sqlite:///{tmp / 'broker.sqlite'}",
                "HEMALOOP_LOG_LEVEL": "WARNING", "WEB_CONCURRENCY": str(args.workers),
                "WEB_THREADS": "1", "WEB_ACCESS_LOG": ""}
+        if not args.no_model:
+            seed_model(env, pid, args.review_size)
+        print(f"seeded {args.cells} cells, {args.readers} readers on {kind}"
+              + (" (no model)" if args.no_model else
+                 f", an active model and a review queue of {args.review_size}")
+              + f" in {time.perf_counter() - t:.1f} s")
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "-c",
              "python:webapp.gunicorn_conf", "webapp.wsgi:app"], cwd=REPO, env=env)

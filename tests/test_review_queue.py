@@ -95,6 +95,33 @@ def test_a_100k_pool_ranks_in_sql_and_the_labeling_queue_follows(settings):
         assert shown[50:] == rest
 
 
+def test_queue_order_review_then_uncertain_then_unscored_then_skipped(settings):
+    """The labeling queue in its segments: the frozen review round, then the rest most
+    uncertain first, then cells imported after the round (no prediction yet) in import
+    order, and the reader's skipped cells last."""
+    pid, vid = _pool(settings, 30, strategy="margin", round_size=5, random_share=0.0)
+    qid = build_review_queue(settings, pid, trigger="admin", seed=1)
+    review = [i for i, _ in _items(settings, qid)]
+    with session_scope(settings.database_url) as s:
+        s.execute(Image.__table__.insert(), [
+            {"project_id": pid, "sha256": f"new{k:061d}", "storage_path": f"x/new{k}.jpg",
+             "width": 8, "height": 8, "original_name": f"new{k}.jpg", "source": "t",
+             "split": Split.POOL, "shuffle_key": 0.9 - k / 10, "created_at": utcnow()}
+            for k in range(2)])
+    with session_scope(settings.database_url) as s:
+        entropy = dict(s.execute(select(Prediction.image_id, Prediction.entropy)
+                                 .where(Prediction.model_version_id == vid)).all())
+        new = list(s.scalars(select(Image.id).where(Image.project_id == pid,
+                                                    Image.id.not_in(list(entropy)))
+                             .order_by(Image.shuffle_key)))
+        scored = sorted((i for i in entropy if i not in review), key=lambda i: -entropy[i])
+        skipped = [review[0], scored[0]]
+        shown = [image.id for image, _ in ranked(s, s.get(Project, pid), 40, skipped=skipped)]
+    assert len(new) == 2 and len(shown) == 32
+    assert shown == (review[1:] + scored[1:] + new
+                     + sorted(skipped, key=lambda i: -entropy[i]))
+
+
 def test_the_queue_api_names_the_current_review_queue(settings, app):
     from tests.conftest import LoggedIn, make_user
 

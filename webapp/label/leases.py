@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from models import Annotation, Image, Lease, Prediction, Project, utcnow
 from models.labels import live_vote, needed_readers_sql, vote_count
 
-from .queue import Cell, Rules, active_version, candidates, leases_by_others, suggestion_of
+from .queue import Cell, Rules, active_version, leases_by_others, queue_rows, suggestion_of
 
 # How many queued cells one claim looks at: enough that a few readers racing
 # for the same head of the queue all get a cell in one round trip.
@@ -121,8 +121,8 @@ def next_for(session: Session, project: Project, user_id: int, skipped: list[int
     # Readers racing for the head of the queue take its cells from under each
     # other: look again (further down) until one is won or the queue is dry.
     for attempt in range(CLAIM_ATTEMPTS):
-        stmt, params = candidates(project, version, skipped, user_id, now)
-        rows = session.execute(stmt.limit(CLAIM_WINDOW * (attempt + 1)), params).all()
+        rows = queue_rows(session, project, version, CLAIM_WINDOW * (attempt + 1), skipped,
+                          user_id, now)
         tries = list(rows)
         if attempt and chosen is None:
             # Lost the race for the head: spread out rather than queue up behind

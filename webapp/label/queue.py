@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Select, and_, bindparam, exists, false, func, select
+from sqlalchemy import Select, and_, bindparam, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from models import Annotation, Image, LabelClass, Lease, ModelVersion, Origin, Prediction, Project
 from models.labels import awaits_readers, needed_readers_sql, vote_count
-from models.review import current_queue_position
+from models.review import ReviewQueue, ReviewQueueItem
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,24 @@ def remaining(session: Session, project: Project) -> int:
 def queue_order(version: bool, skipped: bool) -> list:
     """The ORDER BY of the queue, kept in one place so it can be swapped whole."""
     order = [Image.id.in_(bindparam("skipped", expanding=True))] if skipped else []
-    # The current review round's frozen order first (models/review.py); cells
-    # outside it follow in the order below.
-    position = current_queue_position(bindparam("project_id"), Image.id)
-    order += [position.is_(None), position]
     if version:
         order += [Prediction.entropy.is_(None), Prediction.entropy.desc()]
     return order + [Image.shuffle_key, Image.id]
+
+
+_ITEM = aliased(ReviewQueueItem, name="review_item")
+
+
+def current_review_item():
+    """Join condition: the cell's item in the project's current review queue.
+
+    The queue id is an uncorrelated subquery (run once per statement); the
+    join uses the (image_id, queue_id) index.
+    """
+    current = (select(ReviewQueue.id)
+               .where(ReviewQueue.project_id == bindparam("project_id"), ReviewQueue.is_current)
+               .scalar_subquery())
+    return and_(_ITEM.image_id == Image.id, _ITEM.queue_id == current)
 
 
 _MINE = aliased(Annotation, name="mine")
@@ -106,8 +117,22 @@ def for_reader(rules: Rules) -> tuple:
     )
 
 
-@lru_cache(maxsize=256)
-def _candidates_stmt(rules: Rules, version: bool, skipped: bool, reader: bool) -> Select:
+# The queue in segments, each a statement that an index can serve in order and
+# stop after LIMIT rows: one ORDER BY over all of them sorts the whole pool
+# (5,000 cells: 10 ms -> 130 ms p95 with 20 readers).
+REVIEW, SCORED, UNSCORED, SKIPPED = "review", "scored", "unscored", "skipped"
+
+
+def segments(version: bool, skipped: bool) -> tuple[str, ...]:
+    """Queue order: the current review round's cells in its frozen order, then
+    the rest most uncertain first, then cells the active model has not scored
+    (new imports) in import order, and the reader's skipped cells last."""
+    return (REVIEW, *((SCORED,) if version else ()), UNSCORED, *((SKIPPED,) if skipped else ()))
+
+
+@lru_cache(maxsize=512)
+def _candidates_stmt(rules: Rules, version: bool, skipped: bool, reader: bool,
+                     segment: str | None = None) -> Select:
     join_on = and_(Prediction.image_id == Image.id,
                    Prediction.model_version_id == bindparam("version_id")) if version else false()
     conditions = list(awaits_readers(rules))
@@ -115,18 +140,30 @@ def _candidates_stmt(rules: Rules, version: bool, skipped: bool, reader: bool) -
     if reader:
         conditions += for_reader(rules)
         slot = slot + leases_by_others()
-    return (select(Image, Prediction, slot.label("slot"))
-            .outerjoin(Prediction, join_on)
-            .where(*conditions)
-            .order_by(*queue_order(version, skipped)))
+    stmt = select(Image, Prediction, slot.label("slot"))
+    if segment is None:  # the whole ranking in one ORDER BY (bulk verification reorders it)
+        return stmt.outerjoin(Prediction, join_on).where(*conditions).order_by(
+            *queue_order(version, skipped))
+    skipped_ids = bindparam("skipped", expanding=True)
+    if skipped and segment != SKIPPED:
+        conditions.append(Image.id.not_in(skipped_ids))
+    if segment == REVIEW:
+        return (stmt.outerjoin(Prediction, join_on).join(_ITEM, current_review_item())
+                .where(*conditions).order_by(_ITEM.position))
+    if segment == SCORED:
+        return (stmt.join(Prediction, join_on).where(*conditions, Prediction.entropy.is_not(None))
+                .order_by(Prediction.entropy.desc(), Image.shuffle_key, Image.id))
+    if segment == UNSCORED:
+        if version:
+            conditions.append(or_(Prediction.id.is_(None), Prediction.entropy.is_(None)))
+        return (stmt.outerjoin(Prediction, join_on).where(*conditions)
+                .order_by(Image.shuffle_key, Image.id))
+    return (stmt.outerjoin(Prediction, join_on).where(*conditions, Image.id.in_(skipped_ids))
+            .order_by(*queue_order(version, False)))
 
 
-def candidates(project: Project, version: ModelVersion | None, skipped: list[int] | None = None,
-               reader_id: int | None = None, now: datetime | None = None
-               ) -> tuple[Select, dict]:
-    """SELECT (Image, Prediction, next free lease slot) in queue order, and its parameters."""
-    stmt = _candidates_stmt(Rules.of(project), version is not None, bool(skipped),
-                            reader_id is not None)
+def _params(project: Project, version: ModelVersion | None, skipped: list[int] | None,
+            reader_id: int | None, now: datetime | None) -> dict:
     params: dict = {"project_id": project.id}
     if version is not None:
         params["version_id"] = version.id
@@ -134,7 +171,40 @@ def candidates(project: Project, version: ModelVersion | None, skipped: list[int
         params["skipped"] = list(skipped)
     if reader_id is not None:
         params.update(reader_id=reader_id, now=now)
-    return stmt, params
+    return params
+
+
+def candidates(project: Project, version: ModelVersion | None, skipped: list[int] | None = None,
+               reader_id: int | None = None, now: datetime | None = None
+               ) -> tuple[Select, dict]:
+    """SELECT (Image, Prediction, next free lease slot) in ranking order, and its parameters.
+
+    The ranking alone, without the review round (see ``queue_rows``): bulk
+    verification orders these by confidence instead.
+    """
+    stmt = _candidates_stmt(Rules.of(project), version is not None, bool(skipped),
+                            reader_id is not None)
+    return stmt, _params(project, version, skipped, reader_id, now)
+
+
+def queue_rows(session: Session, project: Project, version: ModelVersion | None, limit: int,
+               skipped: list[int] | None = None, reader_id: int | None = None,
+               now: datetime | None = None) -> list:
+    """The first ``limit`` (Image, Prediction, slot) rows in queue order (see ``segments``)."""
+    rules, params = Rules.of(project), _params(project, version, skipped, reader_id, now)
+    flags = (version is not None, bool(skipped), reader_id is not None)
+    rows: list = []
+    seen: set[int] = set()
+    for segment in segments(version is not None, bool(skipped)):
+        # ``limit`` rows hold at least the missing ones: at most len(rows)
+        # of them can repeat a cell already taken (a review cell is scored too).
+        for row in session.execute(_candidates_stmt(rules, *flags, segment).limit(limit), params):
+            if row[0].id not in seen and len(rows) < limit:
+                seen.add(row[0].id)
+                rows.append(row)
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def ranked(session: Session, project: Project, limit: int, skipped: list[int] | None = None,
@@ -142,8 +212,7 @@ def ranked(session: Session, project: Project, limit: int, skipped: list[int] | 
            now: datetime | None = None) -> list[tuple[Image, Prediction | None]]:
     """The next ``limit`` cells in queue order, with the active model's prediction."""
     version = version or active_version(session, project.id)
-    stmt, params = candidates(project, version, skipped, reader_id, now)
-    rows = session.execute(stmt.limit(limit), params).all()
+    rows = queue_rows(session, project, version, limit, skipped, reader_id, now)
     return [(image, prediction) for image, prediction, _slot in rows]
 
 
