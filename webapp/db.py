@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g
+from typing import TypeVar
+
+from flask import Flask, abort, current_app, g
 from sqlalchemy.orm import Session
 
 from models.db import get_sessionmaker
@@ -12,6 +14,17 @@ def get_db() -> Session:
     if "db" not in g:
         g.db = get_sessionmaker(current_app.config["HEMALOOP"].database_url)()
     return g.db
+
+
+T = TypeVar("T")
+
+
+def get_or_404(model: type[T], ident: int, noun: str) -> T:
+    """The row with this id, or a 404 page naming what is missing."""
+    row = get_db().get(model, ident)
+    if row is None:
+        abort(404, description=f"There is no {noun} {ident}.")
+    return row
 
 
 def _close_db(_exc: BaseException | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
@@ -11,7 +11,7 @@ from models import Project, ReviewQueue, Role, SimulationRun, SimulationStatus
 from worker.celery_app import BUILD_REVIEW_QUEUE, RUN_SIMULATION
 
 from ..auth.roles import role_required
-from ..db import get_db
+from ..db import get_db, get_or_404
 from ..queueing import celery
 from . import bp
 from .active_learning_forms import ComparisonForm, StrategyForm
@@ -20,17 +20,11 @@ SVG_MAX_BYTES = 200_000
 
 
 def _project(project_id: int) -> Project:
-    project = get_db().get(Project, project_id)
-    if project is None:
-        abort(404, description=f"There is no project {project_id}.")
-    return project
+    return get_or_404(Project, project_id, "project")
 
 
 def _run(run_id: int) -> SimulationRun:
-    run = get_db().get(SimulationRun, run_id)
-    if run is None:
-        abort(404, description=f"There is no comparison run {run_id}.")
-    return run
+    return get_or_404(SimulationRun, run_id, "comparison run")
 
 
 def _page(project: Project, strategy_form: StrategyForm, comparison_form: ComparisonForm,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -11,7 +11,7 @@ from worker.publish import activate
 from worker.rounds import fail_lost_rounds
 
 from ..auth.roles import role_required
-from ..db import get_db
+from ..db import get_db, get_or_404
 from ..queueing import celery
 from . import bp
 from .forms import ProjectSettingsForm, ReadingSettingsForm
@@ -19,17 +19,11 @@ from .overview import history_chart, project_overview, quality_chart, recent_rou
 
 
 def _project(project_id: int) -> Project:
-    project = get_db().get(Project, project_id)
-    if project is None:
-        abort(404, description=f"There is no project {project_id}.")
-    return project
+    return get_or_404(Project, project_id, "project")
 
 
 def _round(round_id: int) -> TrainingRound:
-    rnd = get_db().get(TrainingRound, round_id)
-    if rnd is None:
-        abort(404, description=f"There is no round {round_id}.")
-    return rnd
+    return get_or_404(TrainingRound, round_id, "round")
 
 
 def _recover_lost() -> None:
@@ -107,9 +101,7 @@ def models(project_id: int):
 def activate_version(version_id: int):
     """Activate (or roll back to) a model version; the pool is re-scored with it."""
     db = get_db()
-    version = db.get(ModelVersion, version_id)
-    if version is None:
-        abort(404, description=f"There is no model version {version_id}.")
+    version = get_or_404(ModelVersion, version_id, "model version")
     if not version.is_active:
         activate(db, version)
         db.commit()

@@ -7,7 +7,7 @@ from models import Project, ReviewQueue, Role, TrainingRound
 
 from ..admin.overview import project_overview
 from ..auth.roles import role_required
-from ..db import get_db
+from ..db import get_db, get_or_404
 from ..label.queue import active_version, ranked
 from . import bp
 
@@ -48,9 +48,7 @@ def projects():
 def queue(project_id: int):
     """The ranked queue: what readers will see next, with suggestions."""
     db = get_db()
-    project = db.get(Project, project_id)
-    if project is None:
-        abort(404, description=f"There is no project {project_id}.")
+    project = get_or_404(Project, project_id, "project")
     raw = request.args.get("limit", "50")
     limit = int(raw) if raw.isascii() and raw.isdigit() else 0
     if not 1 <= limit <= 1000:
@@ -79,9 +77,7 @@ def queue(project_id: int):
 @bp.get("/rounds/<int:round_id>")
 @role_required(Role.ADMIN)
 def round_status(round_id: int):
-    rnd = get_db().get(TrainingRound, round_id)
-    if rnd is None:
-        abort(404, description=f"There is no round {round_id}.")
+    rnd = get_or_404(TrainingRound, round_id, "round")
     return _round_json(rnd)
 
 
@@ -92,9 +88,7 @@ def agreement(project_id: int):
     from ..curate.agreement_report import agreement_report
 
     db = get_db()
-    project = db.get(Project, project_id)
-    if project is None:
-        abort(404, description=f"There is no project {project_id}.")
+    project = get_or_404(Project, project_id, "project")
     return {"project_id": project.id, **agreement_report(db, project).as_json()}
 
 
@@ -106,7 +100,5 @@ def cell_history(image_id: int):
     from ..curate.history import event_json, timeline
 
     db = get_db()
-    image = db.get(Image, image_id)
-    if image is None:
-        abort(404, description=f"There is no cell {image_id}.")
+    image = get_or_404(Image, image_id, "cell")
     return {"image_id": image.id, "events": [event_json(e) for e in timeline(db, image)]}

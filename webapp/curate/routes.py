@@ -11,7 +11,7 @@ from models import Annotation, Flag, Image, Origin, Prediction, Project, Role, U
 from models.labels import cell_states
 
 from ..auth.roles import role_required
-from ..db import get_db
+from ..db import get_db, get_or_404
 from ..label.queue import active_version
 from . import bp
 from .agreement_report import agreement_report
@@ -24,10 +24,7 @@ MAX_NOTE = 2000
 
 
 def _image(image_id: int) -> Image:
-    image = get_db().get(Image, image_id)
-    if image is None:
-        abort(404, description=f"There is no cell {image_id}.")
-    return image
+    return get_or_404(Image, image_id, "cell")
 
 
 @bp.get("/")
@@ -113,9 +110,7 @@ def history(image_id: int):
 @role_required(Role.CURATOR)
 def agreement(project_id: int):
     db = get_db()
-    project = db.get(Project, project_id)
-    if project is None:
-        abort(404, description=f"There is no project {project_id}.")
+    project = get_or_404(Project, project_id, "project")
     report = agreement_report(db, project)
     squares, side = heatmap(report.confusion)
     bars = kappa_bars([(" vs ".join(p["readers"]), p["cohen_kappa"]) for p in report.pairs]

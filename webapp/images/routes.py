@@ -5,16 +5,14 @@ from flask_login import login_required
 
 from models import Image
 
-from ..db import get_db
+from ..db import get_or_404
 from . import bp
 
 
 @bp.get("/<int:image_id>")
 @login_required
 def file(image_id: int):
-    image = get_db().get(Image, image_id)
-    if image is None:
-        abort(404, description=f"There is no image {image_id}.")
+    image = get_or_404(Image, image_id, "image")
     path = current_app.config["HEMALOOP"].storage_dir / image.storage_path
     if not path.is_file():
         abort(404, description=f"The file of image {image_id} is missing from storage.")
