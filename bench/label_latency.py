@@ -62,23 +62,41 @@ def seed(url: str, storage: Path, cells: int, readers: int) -> int:
         for n in range(readers):
             create_user(s, f"reader{n}", Role.PATHOLOGIST, PASSWORD)
         pid = project.id
-    # Planner statistics, as a database in service has them (PostgreSQL's autovacuum
-    # gathers them within a minute or so); without them the queue query's plan is poor.
-    with get_engine(url).connect() as conn:
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
-    get_engine(url).dispose()
+    _planner_statistics(url)
     return pid
 
 
-def seed_model(env: dict, pid: int, review_size: int) -> None:
-    """The state readers meet after a round: an active model with a (random)
-    prediction per cell, and a current review queue of ``review_size`` cells
+def _planner_statistics(url: str) -> None:
+    """Statistics as a database in service has them.
+
+    PostgreSQL's autovacuum gathers them within a minute or so (without them it
+    picks a poor plan for the queue query).  SQLite has none unless someone runs
+    ANALYZE, and hemaloop does not: its planner's defaults suit the queue, while
+    statistics taken on a young database (every label by a handful of readers)
+    lead it to scan annotations per candidate cell.
+    """
+    from models.db import get_engine
+
+    engine = get_engine(url)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+    engine.dispose()
+
+
+def seed_model(env: dict, pid: int, review_size: int, labeled: int = 500) -> None:
+    """The state readers meet after a round: ``labeled`` cells already labeled
+    (what the model was trained on), an active model with a (random) prediction
+    per remaining cell, and a current review queue of ``review_size`` cells
     built by the product's own code (margin strategy, ranked in SQL)."""
     import numpy as np
     from sqlalchemy import select
 
-    from models import Image, ModelVersion, Prediction, Project, TrainingRound
+    from models import (
+        Annotation, Image, Kind, ModelVersion, Origin, Prediction, Project, TrainingRound, User,
+        utcnow,
+    )
     from models.db import get_engine, session_scope
     from models.settings import load_settings
     from worker.publish import prediction_rows
@@ -100,13 +118,18 @@ def seed_model(env: dict, pid: int, review_size: int) -> None:
         s.add(version)
         s.flush()
         ids = list(s.scalars(select(Image.id).where(Image.project_id == pid).order_by(Image.id)))
+        # Labeled by the readers in turn, as a team would have.
+        readers = list(s.scalars(select(User.id).where(User.username.like("reader%"))))
+        lymphocyte = project.class_by_name("lymphocyte").id
+        s.execute(Annotation.__table__.insert(), [
+            {"image_id": i, "user_id": readers[k % len(readers)], "origin": Origin.READER, "kind": Kind.LABEL,
+             "label_class_id": lymphocyte, "duration_ms": 800, "created_at": utcnow()}
+            for k, i in enumerate(ids[:labeled])])
+        ids = ids[labeled:]
         probs = rng.dirichlet(np.full(len(class_ids), 0.3), size=len(ids)).astype(np.float32)
         s.execute(Prediction.__table__.insert(), prediction_rows(version.id, ids, probs, class_ids))
     build_review_queue(settings, pid, trigger="cli", seed=0)
-    with get_engine(settings.database_url).connect() as conn:
-        conn.exec_driver_sql("ANALYZE")
-        conn.commit()
-    get_engine(settings.database_url).dispose()
+    _planner_statistics(settings.database_url)
 
 
 class Reader:

@@ -151,7 +151,10 @@ def _candidates_stmt(rules: Rules, version: bool, skipped: bool, reader: bool,
         return (stmt.outerjoin(Prediction, join_on).join(_ITEM, current_review_item())
                 .where(*conditions).order_by(_ITEM.position))
     if segment == SCORED:
+        # SQLite's planner, without statistics, may start from images and sort
+        # the whole pool; walking the entropy index stops after LIMIT rows.
         return (stmt.join(Prediction, join_on).where(*conditions, Prediction.entropy.is_not(None))
+                .with_hint(Prediction, "INDEXED BY ix_predictions_version_entropy", "sqlite")
                 .order_by(Prediction.entropy.desc(), Image.shuffle_key, Image.id))
     if segment == UNSCORED:
         if version:
