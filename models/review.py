@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, select, text
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
@@ -77,19 +77,3 @@ class ReviewQueueItem(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     # Drawn uniformly from the pool (the unbiased share), not by the strategy.
     is_random: Mapped[bool] = mapped_column(default=False)
-
-
-def current_queue_position(project_id: int, image_id_column):
-    """SQL expression: the cell's position in the project's current queue (NULL if absent).
-
-    Correlated on ``image_id_column`` so the labeling queue can order by it
-    without changing its joins.
-    """
-    return (
-        select(ReviewQueueItem.position)
-        .join(ReviewQueue, ReviewQueue.id == ReviewQueueItem.queue_id)
-        .where(ReviewQueue.project_id == project_id, ReviewQueue.is_current,
-               ReviewQueueItem.image_id == image_id_column)
-        .limit(1)
-        .scalar_subquery()
-    )

@@ -144,6 +144,19 @@ def make_user(settings: Settings, username: str, role: str, password: str = PASS
         return user.id
 
 
+def add_round(settings: Settings, project_id: int, **values) -> int:
+    """A round row written directly (bypassing create_round's checks)."""
+    from models import TrainingRound
+    from models.db import session_scope
+
+    values = {"trigger": "cli", "warnings": [], "config": {}, "timings": {}, **values}
+    with session_scope(settings.database_url) as s:
+        rnd = TrainingRound(project_id=project_id, **values)
+        s.add(rnd)
+        s.flush()
+        return rnd.id
+
+
 def csrf_token(html: str) -> str:
     match = re.search(r'"X-CSRFToken": "([^"]+)"', html) or re.search(
         r'name="csrf_token" type="hidden" value="([^"]+)"', html)

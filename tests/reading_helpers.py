@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from models import Image, ModelVersion, Prediction, Project, Split, TrainingRound
 from models.db import session_scope
-from tests.conftest import DEMO_DIR
+from tests.conftest import DEMO_DIR, LoggedIn
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -78,3 +78,18 @@ def shown(html: str) -> int | None:
 
 def submission(html: str) -> str:
     return re.search(r'name="submission_id" value="(\w+)"', html).group(1)
+
+
+def read_cells(app, project_id: int, name: str, choices) -> tuple[list[int], LoggedIn]:
+    """``name`` reads cells in queue order through the labeling page, one choice each;
+    returns the cells read and the reader's session (to undo in)."""
+    reader = LoggedIn(app.test_client(), name)
+    html = reader.get(f"/label/{project_id}").text
+    ids = []
+    for choice in choices:
+        ids.append(shown(html))
+        response = reader.post(f"/label/{project_id}/cells/{shown(html)}",
+                               data={"choice": choice, "submission_id": submission(html)})
+        assert response.status_code == 200, response.text
+        html = response.text
+    return ids, reader

@@ -9,21 +9,14 @@ from models import Annotation, ModelVersion, Origin, Project, Split
 from models.db import session_scope
 from models.labels import EXCLUDED, FINAL, cell_states, labeled_images
 from tests.conftest import LoggedIn, make_user
-from tests.reading_helpers import fake_active_model, flat_project, pool_ids, shown, submission
+from tests.reading_helpers import (
+    fake_active_model, flat_project, pool_ids, read_cells, shown,
+)
 from worker.ml import embeddings
 
 
 def _read(app, pid, name, choices):
-    reader = LoggedIn(app.test_client(), name)
-    html = reader.get(f"/label/{pid}").text
-    ids = []
-    for choice in choices:
-        ids.append(shown(html))
-        response = reader.post(f"/label/{pid}/cells/{shown(html)}",
-                               data={"choice": choice, "submission_id": submission(html)})
-        assert response.status_code == 200, response.text
-        html = response.text
-    READERS[name] = reader
+    ids, READERS[name] = read_cells(app, pid, name, choices)
     return ids
 
 

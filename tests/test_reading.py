@@ -13,8 +13,9 @@ from models.db import session_scope
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN, cell_states, labeled_images, \
     unlabeled_pool
 from tests.conftest import LoggedIn, make_user
-from tests.reading_helpers import class_id, fake_active_model, flat_project, pool_ids, shown, \
-    submission
+from tests.reading_helpers import (
+    class_id, fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
+)
 
 
 def _reader_rows(settings) -> list[Annotation]:
@@ -181,15 +182,7 @@ def test_backspace_undoes_the_last_decisions(app, settings, tmp_path):
 # --- consensus ---------------------------------------------------------------------------------
 
 def _read(app, pid, name, choices):
-    reader = LoggedIn(app.test_client(), name)
-    html = reader.get(f"/label/{pid}").text
-    ids = []
-    for choice in choices:
-        ids.append(shown(html))
-        response = _label(reader, pid, html, choice)
-        assert response.status_code == 200, response.text
-        html = response.text
-    return ids
+    return read_cells(app, pid, name, choices)[0]
 
 
 def test_k_readers_agree_disagree_flag_and_unusable(app, settings, tmp_path):

@@ -224,8 +224,8 @@ def test_the_cli_builds_a_queue_and_reports_refusals(settings, tmp_path):
 def test_after_a_real_round_model_based_strategies_build_a_queue(tmp_path, sqlite_url, strategy):
     """BALD reads the saved model's head and the cached features; hybrid the stored embeddings."""
     from models.settings import load_settings
-    from tests.conftest import base_env
-    from tests.test_worker import _add_round, _trainable_project
+    from tests.conftest import add_round, base_env
+    from tests.test_worker import _trainable_project
     from worker.rounds import run_round
 
     settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url))
@@ -233,7 +233,7 @@ def test_after_a_real_round_model_based_strategies_build_a_queue(tmp_path, sqlit
     with session_scope(settings.database_url) as s:
         project = s.get(Project, pid)
         project.al_strategy, project.al_round_size, project.review_random_share = strategy, 4, 0.0
-    assert run_round(settings, _add_round(settings, pid), worker="t").value == "succeeded"
+    assert run_round(settings, add_round(settings, pid), worker="t").value == "succeeded"
     with session_scope(settings.database_url) as s:
         queue = current_queue(s, pid)
         assert queue.trigger == "round" and queue.strategy == strategy and queue.model_version_id

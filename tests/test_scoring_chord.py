@@ -12,8 +12,8 @@ from sqlalchemy import delete, func, select
 from models import ModelVersion, Prediction, Project, QueueStatus, ReviewQueue
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import REDIS_URL, base_env, running_worker
-from tests.test_worker import _add_round, _trainable_project, redis_db  # noqa: F401
+from tests.conftest import REDIS_URL, add_round, base_env, running_worker
+from tests.test_worker import _trainable_project, redis_db  # noqa: F401
 from worker.celery_app import SCORE_VERSION, make_celery
 from worker.rounds import run_round
 from worker.scoring import plan_chunks
@@ -26,7 +26,7 @@ def _scored_project(settings, tmp_path) -> tuple[int, int]:
     pid = _trainable_project(settings, tmp_path)
     with session_scope(settings.database_url) as s:
         s.get(Project, pid).al_round_size = 4
-    round_id = _add_round(settings, pid)
+    round_id = add_round(settings, pid)
     assert run_round(settings, round_id, worker="test").value == "succeeded"
     with session_scope(settings.database_url) as s:
         vid = s.scalar(select(ModelVersion.id).where(ModelVersion.project_id == pid,

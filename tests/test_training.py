@@ -23,7 +23,7 @@ from models import (
 )
 from models.db import get_sessionmaker, session_scope
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, LoggedIn, base_env, make_user
+from tests.conftest import DEMO_DIR, LoggedIn, add_round, base_env, make_user
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from worker.launch import RoundBusy, cancel_round, create_round
@@ -110,14 +110,6 @@ def image_shas(settings, project_id: int, split: Split | None = None) -> dict[in
         return dict(s.execute(q.order_by(Image.id)).all())
 
 
-def add_round(settings, project_id: int, **values) -> int:
-    """A round row written directly (bypassing create_round's checks)."""
-    values = {"trigger": "cli", "warnings": [], "config": {}, "timings": {}, **values}
-    with session_scope(settings.database_url) as s:
-        rnd = TrainingRound(project_id=project_id, **values)
-        s.add(rnd)
-        s.flush()
-        return rnd.id
 
 
 def wait_until(predicate, timeout: float = 300) -> None:

@@ -22,7 +22,8 @@ from models import (
 from models.db import session_scope
 from models.settings import load_settings
 from tests.conftest import (
-    DEMO_DIR, NO_REDIS, REDIS_URL, REPO, LoggedIn, base_env, make_user, running_worker,
+    DEMO_DIR, NO_REDIS, REDIS_URL, REPO, LoggedIn, add_round, base_env, make_user,
+    running_worker,
     small_demo_copy,
 )
 from webapp.bootstrap import create_project
@@ -56,14 +57,6 @@ def _trainable_project(settings, tmp_path: Path, name: str = "tiny") -> int:
         return project.id
 
 
-def _add_round(settings, project_id: int, **values) -> int:
-    """A round row written directly (bypassing create_round's checks)."""
-    values = {"trigger": "cli", "warnings": [], "config": {}, "timings": {}, **values}
-    with session_scope(settings.database_url) as s:
-        rnd = TrainingRound(project_id=project_id, **values)
-        s.add(rnd)
-        s.flush()
-        return rnd.id
 
 
 def _round(settings, round_id: int) -> TrainingRound:
@@ -99,7 +92,7 @@ def test_round_survives_missing_files_and_names_them(settings, tmp_path):
     for image in (gone_train, gone_pool):
         (settings.storage_dir / image.storage_path).unlink()
 
-    round_id = _add_round(settings, pid)
+    round_id = add_round(settings, pid)
     assert run_round(settings, round_id, worker="test-worker") == RoundStatus.SUCCEEDED
     rnd = _round(settings, round_id)
     assert rnd.status == RoundStatus.SUCCEEDED and rnd.error is None, rnd.error
@@ -135,7 +128,7 @@ def test_missing_file_warning_counts_each_image_once(sqlite_settings, tmp_path):
     with session_scope(settings.database_url) as s:
         gone = s.scalar(select(Image).join(Annotation).order_by(Image.id).limit(1))
     (settings.storage_dir / gone.storage_path).unlink()
-    round_id = _add_round(settings, pid)
+    round_id = add_round(settings, pid)
     assert run_round(settings, round_id, worker="w") == RoundStatus.SUCCEEDED
     (warning,) = [w for w in _round(settings, round_id).warnings if "could not be read" in w]
     assert warning == ("1 image(s) could not be read and were skipped, e.g. "
@@ -149,7 +142,7 @@ def test_round_with_one_class_fails_with_the_reason(settings, tmp_path):
         assert import_path(s, settings.storage_dir, project, src,
                            max_pixels=settings.max_image_pixels).imported == 3
         pid = project.id
-    round_id = _add_round(settings, pid)
+    round_id = add_round(settings, pid)
 
     assert run_round(settings, round_id, worker="w1") == RoundStatus.FAILED
     rnd = _round(settings, round_id)
@@ -173,13 +166,13 @@ def test_round_claimed_by_another_worker_is_left_alone(settings, tmp_path):
         import_path(s, settings.storage_dir, project, src, max_pixels=settings.max_image_pixels)
         pid = project.id
     beat = utcnow() - timedelta(seconds=5)
-    round_id = _add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@first",
+    round_id = add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@first",
                           started_at=beat, heartbeat_at=beat, phase="training", progress=0.5)
     before = _row(_round(settings, round_id))
     assert run_round(settings, round_id, worker="celery@second") == RoundStatus.RUNNING
     assert _row(_round(settings, round_id)) == before
 
-    cancelled = _add_round(settings, pid, status=RoundStatus.CANCELLED)
+    cancelled = add_round(settings, pid, status=RoundStatus.CANCELLED)
     assert run_round(settings, cancelled, worker="celery@second") == RoundStatus.CANCELLED
     assert _round(settings, cancelled).worker is None
 
@@ -193,14 +186,14 @@ def test_fail_lost_rounds(settings, tmp_path):
     now = utcnow()
     old = now - timedelta(seconds=settings.round_stale_seconds + 60)
     running = dict(status=RoundStatus.RUNNING, started_at=old, phase="training", progress=0.4)
-    restarted = _add_round(settings, pids[0], worker="celery@restarted", heartbeat_at=now,
+    restarted = add_round(settings, pids[0], worker="celery@restarted", heartbeat_at=now,
                            **running)
-    stale = _add_round(settings, pids[1], worker="celery@stale",
+    stale = add_round(settings, pids[1], worker="celery@stale",
                        **{**running, "heartbeat_at": old})
-    no_beat = _add_round(settings, pids[2], worker="celery@silent", **running)
-    fresh = _add_round(settings, pids[3], worker="celery@busy", heartbeat_at=now, **running)
-    queued = _add_round(settings, pids[4])
-    done = _add_round(settings, pids[5], status=RoundStatus.SUCCEEDED, worker="celery@restarted",
+    no_beat = add_round(settings, pids[2], worker="celery@silent", **running)
+    fresh = add_round(settings, pids[3], worker="celery@busy", heartbeat_at=now, **running)
+    queued = add_round(settings, pids[4])
+    done = add_round(settings, pids[5], status=RoundStatus.SUCCEEDED, worker="celery@restarted",
                       heartbeat_at=old, finished_at=old)
     untouched = {r: _row(_round(settings, r)) for r in (fresh, queued, done)}
 
@@ -227,7 +220,7 @@ def test_admin_pages_requeue_a_lost_round_once(app, client, settings):
     with session_scope(settings.database_url) as s:
         pid = create_project(s, "p", "pbc8").id
     old = utcnow() - timedelta(hours=2)
-    lost = _add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
+    lost = add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
                       started_at=old, heartbeat_at=old, attempts=1)
     make_user(settings, "boss", "admin")
     admin = LoggedIn(client, "boss")
@@ -244,7 +237,7 @@ def test_admin_pages_fail_stale_rounds(app, client, settings):
     with session_scope(settings.database_url) as s:
         pid = create_project(s, "p", "pbc8").id
     old = utcnow() - timedelta(hours=2)
-    stale = _add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
+    stale = add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
                        started_at=old, heartbeat_at=old, attempts=2)
     make_user(settings, "boss", "admin")
     admin = LoggedIn(client, "boss")
@@ -357,7 +350,7 @@ def test_worker_killed_mid_round_is_recovered_on_restart(tmp_path, sqlite_url):
         other = create_project(s, "other", "pbc8")
         pid, other_id = project.id, other.id
     now = utcnow()
-    theirs = _add_round(settings, other_id, worker="celery@elsewhere", status=RoundStatus.RUNNING,
+    theirs = add_round(settings, other_id, worker="celery@elsewhere", status=RoundStatus.RUNNING,
                         started_at=now, heartbeat_at=now, phase="training")
     with session_scope(settings.database_url) as s:
         rnd = create_round(s, s.get(Project, pid), trigger="cli")

@@ -7,16 +7,12 @@ from sqlalchemy import func, select
 
 from models import Annotation, Flag, Origin
 from models.db import session_scope
-from tests.conftest import PASSWORD, make_user
+from tests.browser.conftest import log_in
+from tests.conftest import make_user
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-def _log_in(page, base: str, username: str) -> None:
-    page.goto(base + "/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.keyboard.press("Enter")
 
 
 def _wait_for_next(page, image_id: str) -> None:
@@ -28,7 +24,7 @@ def _wait_for_next(page, image_id: str) -> None:
 
 def test_keyboard_only_labeling(live_server, page, settings, demo_project):
     make_user(settings, "reader", "pathologist")
-    _log_in(page, live_server, "reader")
+    log_in(page, live_server, "reader")
     page.wait_for_selector("#cell[data-ready]")
     url = page.url
     seen = []
@@ -56,7 +52,7 @@ def test_keyboard_only_labeling(live_server, page, settings, demo_project):
 
 def test_bad_request_shows_message_and_keeps_cell(live_server, page, settings, demo_project):
     make_user(settings, "reader", "pathologist")
-    _log_in(page, live_server, "reader")
+    log_in(page, live_server, "reader")
     page.wait_for_selector("#cell[data-ready]")
     image_id = page.get_attribute("#cell", "data-image-id")
     # A class removed from the form behind the reader's back: the server refuses it.

@@ -8,18 +8,13 @@ from sqlalchemy import select
 
 from models import Annotation, Flag, Kind, Origin
 from models.db import session_scope
-from tests.browser.conftest import ARTIFACTS
-from tests.conftest import PASSWORD, make_user
+from tests.browser.conftest import ARTIFACTS, log_in
+from tests.conftest import make_user
 from tests.reading_helpers import fake_active_model, flat_project, pool_ids
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-def _log_in(page, base: str, username: str) -> None:
-    page.goto(base + "/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.keyboard.press("Enter")
 
 
 def _cell_id(page) -> str:
@@ -57,7 +52,7 @@ def test_reading_day(live_server, page, browser, settings, tmp_path):
     make_user(settings, "reader", "pathologist")
     make_user(settings, "cara", "curator")
 
-    _log_in(page, live_server, "reader")
+    log_in(page, live_server, "reader")
     page.wait_for_selector("#cell[data-ready]")
     assert page.inner_text("#suggestion-name") == "lymphocyte"
 
@@ -123,7 +118,7 @@ def test_reading_day(live_server, page, browser, settings, tmp_path):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     curator = context.new_page()
     try:
-        _log_in(curator, live_server, "cara")
+        log_in(curator, live_server, "cara")
         curator.wait_for_selector(f'a.thumb[data-image-id="{flagged}"]')
         assert "flagged ambiguous" in curator.inner_text(f'a.thumb[data-image-id="{flagged}"]')
         curator.click(f'a.thumb[data-image-id="{flagged}"]')

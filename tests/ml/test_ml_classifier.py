@@ -6,11 +6,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from PIL import Image
 
 from worker.ml.backend import CellClassifier
 from worker.ml.network import FEATURE_DIM, backbone_of, build_classifier
 from worker.ml.weights import WeightsError
+from tests.ml.cells import write_disk_image
 
 pytestmark = pytest.mark.slow
 
@@ -18,16 +18,6 @@ SIZE = 75
 COLOURS = [(200, 30, 30), (30, 160, 30), (40, 40, 200)]  # one class per colour
 
 
-def write_disk_image(path, colour, size=64, seed=0):
-    """A coloured disk on a grey background, like a stained cell on a slide."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
-    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 4) ** 2
-    pixels = np.full((size, size, 3), 220, dtype=np.uint8)
-    pixels[inside] = colour
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,9 @@ import pytest
 from PIL import Image
 
 from worker.ml.data import ImageLoadError, image_batches, load_image
+from tests.ml.cells import write_disk_image
 
 
-def write_disk_image(path, colour, size=48, seed=0):
-    """A coloured disk on a grey background, like a stained cell on a slide."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
-    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 4) ** 2
-    pixels = np.full((size, size, 3), 200, dtype=np.uint8)
-    pixels[inside] = colour
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 @pytest.fixture
@@ -22,7 +13,8 @@ def mixed_paths(tmp_path):
     """Seven paths: good images with a corrupt file and a missing one among them."""
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(np.random.default_rng(1).bytes(300))
-    paths = [write_disk_image(tmp_path / f"ok{i}.png", (200, 30, 30), seed=i) for i in range(5)]
+    paths = [write_disk_image(tmp_path / f"ok{i}.png", (200, 30, 30), size=48, seed=i)
+             for i in range(5)]
     paths.insert(1, corrupt)
     paths.insert(4, tmp_path / "missing.png")
     return paths  # bad ones at indices 1 and 4

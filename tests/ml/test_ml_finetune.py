@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.ml.cells import write_disk_image
 from worker.ml import precision
 from worker.ml.backend import CellClassifier
 from worker.ml.data import load_image
@@ -26,23 +27,14 @@ DEMO = Path(__file__).resolve().parents[2] / "webapp" / "demo" / "pbc"
 COLOURS = [(200, 30, 30), (40, 40, 200)]
 
 
-def write_disk_image(path, colour, size=SIZE, seed=0):
-    """A coloured disk on a grey background, like a stained cell on a slide."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
-    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 4) ** 2
-    pixels = np.full((size, size, 3), 220, dtype=np.uint8)
-    pixels[inside] = colour
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def cells(tmp_path_factory):
     """Eight synthetic 75 px cells, two classes alternating."""
     folder = tmp_path_factory.mktemp("cells")
-    paths = [write_disk_image(folder / f"cell{i}.png", COLOURS[i % 2], seed=i) for i in range(8)]
+    paths = [write_disk_image(folder / f"cell{i}.png", COLOURS[i % 2], size=SIZE, seed=i)
+             for i in range(8)]
     return paths, np.arange(8) % 2
 
 
