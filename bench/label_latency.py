@@ -98,6 +98,7 @@ def seed_model(env: dict, pid: int, review_size: int, labeled: int = 500) -> Non
         utcnow,
     )
     from models.db import get_engine, session_scope
+    from models.open_slots import refresh_open_slots
     from models.settings import load_settings
     from worker.publish import prediction_rows
     from worker.review_queue import build_review_queue
@@ -125,6 +126,7 @@ def seed_model(env: dict, pid: int, review_size: int, labeled: int = 500) -> Non
             {"image_id": i, "user_id": readers[k % len(readers)], "origin": Origin.READER, "kind": Kind.LABEL,
              "label_class_id": lymphocyte, "duration_ms": 800, "created_at": utcnow()}
             for k, i in enumerate(ids[:labeled])])
+        refresh_open_slots(s, project, ids[:labeled])  # Core inserts skip the ORM's hook
         ids = ids[labeled:]
         probs = rng.dirichlet(np.full(len(class_ids), 0.3), size=len(ids)).astype(np.float32)
         s.execute(Prediction.__table__.insert(), prediction_rows(version.id, ids, probs, class_ids))

@@ -4,6 +4,7 @@ from .annotations import Annotation, Flag, Kind, Origin
 from .base import Base, utcnow
 from .images import Image, Split
 from .leases import Lease
+from . import open_slots  # noqa: F401  (keeps images.open_slots current on every flush)
 from .projects import LabelClass, Project
 from .review import QueueStatus, ReviewQueue, ReviewQueueItem
 from .simulation import SimulationRun, SimulationStatus

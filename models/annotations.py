@@ -50,6 +50,9 @@ class Annotation(Base):
         Index("ix_annotations_image_created", "image_id", "created_at"),
         # A reader's session: counters, undo, cells per hour.
         Index("ix_annotations_user_created", "user_id", "created_at"),
+        # "Has this reader decided on this cell?", asked of every cell the queue
+        # offers: one index probe, however many cells the reader has labeled.
+        Index("ix_annotations_user_image", "user_id", "image_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
@@ -22,6 +22,9 @@ class Image(Base):
         UniqueConstraint("project_id", "sha256"),
         # The labeling queue's random order before any model exists.
         Index("ix_images_queue", "project_id", "split", "shuffle_key"),
+        # The labeling queue walks only cells that still need a reader.
+        Index("ix_images_open_queue", "project_id", "shuffle_key", "id",
+              sqlite_where=text("open_slots > 0"), postgresql_where=text("open_slots > 0")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -40,3 +43,6 @@ class Image(Base):
     # Uniform random number fixed at import: a stable shuffled order.
     shuffle_key: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Readers the cell still needs: a cache of models/labels.py that
+    # models/open_slots.py keeps current (see there).
+    open_slots: Mapped[int] = mapped_column(default=0, server_default="0")

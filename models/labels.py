@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, and_, bindparam, case, cast, exists, func, literal, or_, select
+from sqlalchemy import BigInteger, and_, case, cast, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from .annotations import Annotation, Flag, Kind, Origin
@@ -91,9 +91,10 @@ def needed_readers_sql(project: Project):
 
 
 def awaits_readers(project: Project):
-    """SQL conditions: a pool cell of the project (``:project_id``) still needing a vote."""
+    """SQL conditions: the current ``Image`` row (a cell of ``project``) is a pool
+    cell still needing a vote (models/open_slots.py keeps the count on the row)."""
     return (
-        Image.project_id == bindparam("project_id", project.id), Image.split == Split.POOL,
+        Image.split == Split.POOL,
         ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR),
         ~exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
                         _FLAGGED.flag == Flag.AMBIGUOUS),

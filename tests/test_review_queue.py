@@ -17,6 +17,7 @@ from webapp.label.queue import ranked
 from worker.ml import embeddings
 from worker.ml.selection import BatchTooLarge, UnknownStrategy
 from worker.publish import prediction_rows
+from models.open_slots import refresh_open_slots
 from worker.review_queue import build_review_queue, current_queue
 
 K = 8
@@ -40,6 +41,7 @@ def _pool(settings, n: int, *, strategy: str = "margin", round_size: int = 20,
              "width": 8, "height": 8, "original_name": f"{i}.jpg", "source": "t",
              "split": Split.POOL, "shuffle_key": float(keys[i]), "created_at": now}
             for i in range(n)])
+        refresh_open_slots(s, project)  # Core inserts skip the ORM's hook
         rnd = TrainingRound(project_id=pid, trigger="cli", warnings=[], config={}, timings={},
                             status="succeeded")
         s.add(rnd)
@@ -108,6 +110,7 @@ def test_queue_order_review_then_uncertain_then_unscored_then_skipped(settings):
              "width": 8, "height": 8, "original_name": f"new{k}.jpg", "source": "t",
              "split": Split.POOL, "shuffle_key": 0.9 - k / 10, "created_at": utcnow()}
             for k in range(2)])
+        refresh_open_slots(s, s.get(Project, pid))
     with session_scope(settings.database_url) as s:
         entropy = dict(s.execute(select(Prediction.image_id, Prediction.entropy)
                                  .where(Prediction.model_version_id == vid)).all())
@@ -243,3 +246,13 @@ def test_after_a_real_round_model_based_strategies_build_a_queue(tmp_path, sqlit
         pool = set(s.scalars(select(Image.id).where(Image.project_id == pid,
                                                     Image.split == Split.POOL)))
         assert len(set(items)) == 4 and set(items) <= pool
+
+
+def test_an_automatic_rebuild_near_the_end_of_the_pool_queues_what_is_left(settings):
+    pid, _ = _pool(settings, 12, strategy="margin", round_size=20, random_share=0.25)
+    qid = build_review_queue(settings, pid, trigger="round", seed=0)
+    items = _items(settings, qid)
+    assert len({i for i, _ in items}) == 12 and sum(r for _, r in items) == 3
+    with session_scope(settings.database_url) as s:
+        queue = s.get(ReviewQueue, qid)
+        assert queue.is_current and queue.round_size == 12

@@ -40,6 +40,10 @@ ORDER_BY_SCORE = {  # strategy's SQL score: most uncertain first
 }
 
 
+# Rebuilds that follow a training round or a rescoring, not a person's request.
+AUTOMATIC = ("round", "scoring")
+
+
 def _pending(project_id: int):
     return (Image.project_id == project_id, Image.split == Split.POOL, ~has_reader_annotation())
 
@@ -137,7 +141,8 @@ def build_review_queue(settings: Settings, project_id: int, *, trigger: str,
                        seed: int | None = None) -> int | None:
     """Build the project's next review queue and make it current; returns its id.
 
-    A refusal (unknown strategy, round size larger than the pool) ends the
+    A refusal (unknown strategy; a round size larger than the pool, except
+    for an automatic rebuild, which queues the rest of the pool) ends the
     queue ``failed`` with the message and raises
     :class:`worker.ml.selection.SelectionError`; the current queue stays.
     """
@@ -163,6 +168,11 @@ def build_review_queue(settings: Settings, project_id: int, *, trigger: str,
             version = s.get(ModelVersion, version.id) if version else None
             pool = s.scalar(select(func.count(Image.id)).where(*_pending(project_id))) or 0
             b = project.al_round_size
+            if trigger in AUTOMATIC and 0 < pool < b:
+                # The end of a pool: an automatic rebuild queues what is left
+                # (recorded as the round size); a request by a person for more
+                # than the pool is refused below.
+                b = s.get(ReviewQueue, queue_id).round_size = pool
             check_request(project.al_strategy, b, pool)
             n_random = int(round(project.review_random_share * b))
             k = b - n_random

@@ -1,12 +1,13 @@
 """Forms of the active-learning page: the project's strategy, and a comparison run."""
 
 from flask_wtf import FlaskForm
-from wtforms import DecimalField, IntegerField, SelectField, SelectMultipleField, widgets
+from wtforms import (DecimalField, IntegerField, SelectChoice, SelectField, SelectMultipleField,
+                     widgets)
 from wtforms.validators import DataRequired, NumberRange
 
 from models.review import STRATEGY_NAMES
 
-CHOICES = [(name, name.replace("_", " ")) for name in STRATEGY_NAMES]
+CHOICES = [SelectChoice(name, name.replace("_", " ")) for name in STRATEGY_NAMES]
 
 
 class StrategyForm(FlaskForm):

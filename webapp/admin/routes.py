@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms import SelectChoice
 
 from models import ModelVersion, Project, Role, TrainingRound
 from worker.celery_app import SCORE_VERSION
@@ -135,7 +136,7 @@ def project_settings(project_id: int):
 def reading_settings(project_id: int):
     project = _project(project_id)
     form = ReadingSettingsForm(obj=project)
-    form.contested_classes.choices = [(c.id, c.name) for c in project.classes]
+    form.contested_classes.choices = [SelectChoice(c.id, c.name) for c in project.classes]
     if request.method == "GET":
         form.contested_classes.data = list(project.contested_class_ids or [])
     if request.method == "POST" and form.validate_on_submit():

@@ -1,6 +1,7 @@
 """Which cell a reader sees next.
 
-Pool cells that still need a reader's vote (models/labels.py decides), most
+Pool cells that still need a reader's vote (models/labels.py decides; the
+count of votes still needed is kept on the cell row, models/open_slots.py), most
 uncertain first under the active model (highest predictive entropy); before
 any model exists, in the fixed random order given at import.  For one reader,
 cells they already decided on are never offered again, and cells other
@@ -8,7 +9,7 @@ readers hold leases on only while the cell needs more readers than that.
 Cells the reader skipped this session come last in line, not never (so a
 small pool can't run dry from skips alone).
 
-The statements are built once per project reading rules and reused with
+The statements are built once and reused with
 bound parameters: building these SQLAlchemy expressions costs more CPU than
 running them, and labeling latency is what readers feel.
 """
@@ -23,7 +24,8 @@ from sqlalchemy import Select, and_, bindparam, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from models import Annotation, Image, LabelClass, Lease, ModelVersion, Origin, Prediction, Project
-from models.labels import awaits_readers, needed_readers_sql, vote_count
+from models.labels import vote_count
+from models.open_slots import IS_OPEN
 from models.review import ReviewQueue, ReviewQueueItem
 
 
@@ -61,15 +63,19 @@ def active_version(session: Session, project_id: int) -> ModelVersion | None:
 REMAINING_CAP = 200
 
 
-@lru_cache(maxsize=64)
-def _remaining_stmt(rules: Rules) -> Select:
-    capped = select(Image.id).where(*awaits_readers(rules)).limit(REMAINING_CAP + 1).subquery()
-    return select(func.count()).select_from(capped)
+def awaiting() -> tuple:
+    """SQL conditions: a cell of the project (``:project_id``) that still needs a
+    reader (models/open_slots.py keeps that count on the row)."""
+    return Image.project_id == bindparam("project_id"), IS_OPEN
+
+
+_REMAINING = select(func.count()).select_from(
+    select(Image.id).where(*awaiting()).limit(REMAINING_CAP + 1).subquery())
 
 
 def remaining(session: Session, project: Project) -> int:
     """Cells still needing a reader, counted up to REMAINING_CAP + 1."""
-    return session.scalar(_remaining_stmt(Rules.of(project)), {"project_id": project.id}) or 0
+    return session.scalar(_REMAINING, {"project_id": project.id}) or 0
 
 
 def queue_order(version: bool, skipped: bool) -> list:
@@ -107,13 +113,14 @@ def leases_by_others():
             .scalar_subquery())
 
 
-def for_reader(rules: Rules) -> tuple:
+def for_reader() -> tuple:
     """SQL conditions: cells the reader (``:reader_id``) may be given at ``:now``."""
     return (
         # A reader never sees the same cell twice (an undo hands it back explicitly).
         ~exists().where(_MINE.image_id == Image.id, _MINE.user_id == _READER,
                         _MINE.origin == Origin.READER),
-        vote_count() + leases_by_others() < needed_readers_sql(rules),
+        # Room left beside other readers' leases (the claim checks it exactly).
+        leases_by_others() < Image.open_slots,
     )
 
 
@@ -130,15 +137,15 @@ def segments(version: bool, skipped: bool) -> tuple[str, ...]:
     return (REVIEW, *((SCORED,) if version else ()), UNSCORED, *((SKIPPED,) if skipped else ()))
 
 
-@lru_cache(maxsize=512)
-def _candidates_stmt(rules: Rules, version: bool, skipped: bool, reader: bool,
+@lru_cache(maxsize=64)
+def _candidates_stmt(version: bool, skipped: bool, reader: bool,
                      segment: str | None = None) -> Select:
     join_on = and_(Prediction.image_id == Image.id,
                    Prediction.model_version_id == bindparam("version_id")) if version else false()
-    conditions = list(awaits_readers(rules))
+    conditions = list(awaiting())
     slot = vote_count()
     if reader:
-        conditions += for_reader(rules)
+        conditions += for_reader()
         slot = slot + leases_by_others()
     stmt = select(Image, Prediction, slot.label("slot"))
     if segment is None:  # the whole ranking in one ORDER BY (bulk verification reorders it)
@@ -185,8 +192,7 @@ def candidates(project: Project, version: ModelVersion | None, skipped: list[int
     The ranking alone, without the review round (see ``queue_rows``): bulk
     verification orders these by confidence instead.
     """
-    stmt = _candidates_stmt(Rules.of(project), version is not None, bool(skipped),
-                            reader_id is not None)
+    stmt = _candidates_stmt(version is not None, bool(skipped), reader_id is not None)
     return stmt, _params(project, version, skipped, reader_id, now)
 
 
@@ -194,14 +200,14 @@ def queue_rows(session: Session, project: Project, version: ModelVersion | None,
                skipped: list[int] | None = None, reader_id: int | None = None,
                now: datetime | None = None) -> list:
     """The first ``limit`` (Image, Prediction, slot) rows in queue order (see ``segments``)."""
-    rules, params = Rules.of(project), _params(project, version, skipped, reader_id, now)
+    params = _params(project, version, skipped, reader_id, now)
     flags = (version is not None, bool(skipped), reader_id is not None)
     rows: list = []
     seen: set[int] = set()
     for segment in segments(version is not None, bool(skipped)):
         # ``limit`` rows hold at least the missing ones: at most len(rows)
         # of them can repeat a cell already taken (a review cell is scored too).
-        for row in session.execute(_candidates_stmt(rules, *flags, segment).limit(limit), params):
+        for row in session.execute(_candidates_stmt(*flags, segment).limit(limit), params):
             if row[0].id not in seen and len(rows) < limit:
                 seen.add(row[0].id)
                 rows.append(row)

@@ -1,0 +1,121 @@
+"""Readers a cell still needs, kept on the cell row for the labeling queue.
+
+``images.open_slots`` is a cache of ``models.labels``: the votes a pool cell
+still needs (``needed_readers`` minus its live votes), 0 once it is final,
+excluded, flagged, disputed or curated, and always 0 on the test split.  The
+queue filters on it instead of running the vote, flag and curator subqueries
+for every cell it walks past: after a round, the cells most uncertain under
+the active model are also the ones readers have just decided, and stepping
+over each of them cost five correlated subqueries per request.
+
+The cache is refreshed in the same transaction as whatever changes it, by one
+UPDATE computed from the same SQL the labels module defines, so it cannot drift
+from the rules:
+
+- every ORM flush that adds an annotation or a cell, moves a cell between
+  splits, or changes a project's reading rules, refreshes the cells concerned
+  (``after_flush`` below);
+- code that bulk-inserts through Core calls :func:`refresh_open_slots` itself.
+
+The queue treats the value as a filter only: a lease is granted only after
+the exact check in ``webapp/label/leases.py``, so a value that is briefly too
+high costs a retry, never a second vote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import and_, case, event, inspect, literal_column, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
+
+from .annotations import Annotation, Origin
+from .images import Image
+from .labels import awaits_readers, needed_readers_sql, vote_count
+from .projects import Project
+
+# Reading rules that change how many readers a cell needs.
+RULE_ATTRIBUTES = ("readers_per_cell", "contested_readers", "contested_class_ids",
+                   "agreement_share")
+# Ids per UPDATE: well below SQLite's bound-parameter limit.
+CHUNK = 500
+
+# The queue's filter, with a literal 0 so that SQLite matches the partial
+# index ``ix_images_open_queue`` (it cannot match a bound parameter).
+IS_OPEN = Image.open_slots > literal_column("0")
+
+
+def _open_slots_sql(project: Project):
+    """SQL expression: readers the current ``Image`` row still needs (>= 0)."""
+    # Where awaits_readers holds, votes < needed: at least one slot is open.
+    return case((and_(*awaits_readers(project)), needed_readers_sql(project) - vote_count()),
+                else_=0)
+
+
+def refresh_open_slots(session: Session, project: Project,
+                       image_ids: Iterable[int] | None = None) -> None:
+    """Recompute ``open_slots`` for these cells of the project (all, when None).
+
+    On PostgreSQL the rows are locked first, in id order: two readers voting
+    on one cell at once then refresh it one after the other, the second with a
+    snapshot that sees the first one's vote.  (SQLite runs one writer at a time.)
+    """
+    value = _open_slots_sql(project)
+    base = update(Image).where(Image.project_id == project.id).values(open_slots=value)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if image_ids is None:
+        session.execute(base.execution_options(synchronize_session=False))
+        return
+    ids = sorted(set(image_ids))
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        if postgres:
+            # NO KEY UPDATE: the annotation just inserted holds KEY SHARE on
+            # the row (its foreign key), which a plain FOR UPDATE would wait on.
+            session.execute(select(Image.id).where(Image.id.in_(chunk)).order_by(Image.id)
+                            .with_for_update(key_share=True))
+        session.execute(base.where(Image.id.in_(chunk))
+                        .execution_options(synchronize_session=False))
+
+
+def _changed(obj, attributes: tuple[str, ...]) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[name].history.has_changes() for name in attributes)
+
+
+@event.listens_for(Session, "after_flush")
+def _refresh_after_flush(session: Session, _flush_context) -> None:
+    """Keep the cache in step with every ORM write that can change it."""
+    projects = {obj.id: obj for obj in session.dirty
+                if isinstance(obj, Project) and _changed(obj, RULE_ATTRIBUTES)}
+    cells: dict[int, set[int]] = {}  # project id -> image ids
+    for obj in session.dirty:
+        if isinstance(obj, Image) and _changed(obj, ("split",)):  # test cells need no reader
+            cells.setdefault(obj.project_id, set()).add(obj.id)
+    for obj in session.new:
+        if isinstance(obj, Annotation) and obj.origin != Origin.REFERENCE:
+            image = session.get(Image, obj.image_id)  # usually loaded already
+            if image is not None:
+                cells.setdefault(image.project_id, set()).add(image.id)
+        elif isinstance(obj, Image):
+            cells.setdefault(obj.project_id, set()).add(obj.id)
+    for project in projects.values():
+        refresh_open_slots(session, project)
+    for project_id, ids in cells.items():
+        if project_id not in projects:
+            refresh_open_slots(session, session.get(Project, project_id), ids)
+    _expire_cached_values(session, cells, projects)
+
+
+def _expire_cached_values(session: Session, cells: dict[int, set[int]], projects) -> None:
+    """Loaded Image objects reread ``open_slots`` rather than show the old value."""
+    if projects:
+        loaded = [o for o in session.identity_map.values()
+                  if isinstance(o, Image) and o.project_id in projects]
+    else:
+        loaded = [session.identity_map.get(identity_key(Image, i))
+                  for ids in cells.values() for i in ids]
+    for obj in loaded:
+        if obj is not None:
+            session.expire(obj, ["open_slots"])
