@@ -31,13 +31,15 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from .annotations import Annotation, Origin
-from .images import Image
+from .images import Image, Split
 from .labels import awaits_readers, needed_readers_sql, vote_count
 from .projects import Project
 
 # Reading rules that change how many readers a cell needs.
 RULE_ATTRIBUTES = ("readers_per_cell", "contested_readers", "contested_class_ids",
                    "agreement_share")
+# session.info key: new cells whose value needs their id (see _set_new_cells).
+PENDING = "hemaloop.open_slots.pending"
 # Ids per UPDATE: well below SQLite's bound-parameter limit.
 CHUNK = 500
 
@@ -84,12 +86,43 @@ def _changed(obj, attributes: tuple[str, ...]) -> bool:
     return any(state.attrs[name].history.has_changes() for name in attributes)
 
 
+def _initial_value(project: Project, image: Image) -> int | None:
+    """A new cell's value when it can be known before its INSERT, else None.
+
+    A new cell has no votes, so it needs k readers, unless the agreement sample
+    (which hashes the id, unknown until the INSERT) may raise k.
+    """
+    if image.split != Split.POOL:
+        return 0
+    if project.contested_readers and project.contested_readers > project.readers_per_cell \
+            and project.agreement_share > 0:
+        return None
+    return project.readers_per_cell
+
+
+@event.listens_for(Session, "before_flush")
+def _set_new_cells(session: Session, _flush_context, _instances) -> None:
+    """New cells get their value in the INSERT itself: an import writes one
+    statement per cell, not two."""
+    later = session.info[PENDING] = []  # this flush's only (a failed one leaves its own)
+    for obj in session.new:
+        if isinstance(obj, Image):
+            project = session.get(Project, obj.project_id) if obj.project_id else None
+            value = _initial_value(project, obj) if project is not None else None
+            if value is None:
+                later.append(obj)  # refreshed once it has an id (after_flush)
+            else:
+                obj.open_slots = value
+
+
 @event.listens_for(Session, "after_flush")
 def _refresh_after_flush(session: Session, _flush_context) -> None:
     """Keep the cache in step with every ORM write that can change it."""
     projects = {obj.id: obj for obj in session.dirty
                 if isinstance(obj, Project) and _changed(obj, RULE_ATTRIBUTES)}
     cells: dict[int, set[int]] = {}  # project id -> image ids
+    for obj in session.info.pop(PENDING, []):
+        cells.setdefault(obj.project_id, set()).add(obj.id)
     for obj in session.dirty:
         if isinstance(obj, Image) and _changed(obj, ("split",)):  # test cells need no reader
             cells.setdefault(obj.project_id, set()).add(obj.id)
@@ -98,8 +131,6 @@ def _refresh_after_flush(session: Session, _flush_context) -> None:
             image = session.get(Image, obj.image_id)  # usually loaded already
             if image is not None:
                 cells.setdefault(image.project_id, set()).add(image.id)
-        elif isinstance(obj, Image):
-            cells.setdefault(obj.project_id, set()).add(obj.id)
     for project in projects.values():
         refresh_open_slots(session, project)
     for project_id, ids in cells.items():

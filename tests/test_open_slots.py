@@ -155,3 +155,10 @@ def test_a_cell_moved_to_the_test_split_leaves_the_queue(settings, tmp_path):
     with session_scope(settings.database_url) as s:
         s.get(Image, ids[0]).split = Split.POOL
     assert _check(settings, pid)[ids[0]] == 1
+
+
+def test_cells_imported_into_an_agreement_sample_project(settings, tmp_path):
+    """With an agreement sample, a new cell's k depends on its id: set after the INSERT."""
+    pid = flat_project(settings, tmp_path, "p", 12, contested_readers=2, agreement_share=0.5)
+    stored = _check(settings, pid)
+    assert set(stored.values()) == {1, 2}
