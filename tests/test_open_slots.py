@@ -162,3 +162,30 @@ def test_cells_imported_into_an_agreement_sample_project(settings, tmp_path):
     pid = flat_project(settings, tmp_path, "p", 12, contested_readers=2, agreement_share=0.5)
     stored = _check(settings, pid)
     assert set(stored.values()) == {1, 2}
+
+
+def test_migration_0005_backfills_what_the_rules_say(app, settings, tmp_path):
+    """The migration writes its own SQL for the backfill: it must agree with the
+    labels module on a history with every kind of vote."""
+    from migrations.runner import downgrade, upgrade
+
+    pid = flat_project(settings, tmp_path, "p", 14, readers_per_cell=2, contested_readers=3,
+                       agreement_share=0.3)
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        project.contested_class_ids = [project.class_by_name("monocyte").id]
+    for name in ("r1", "r2"):
+        make_user(settings, name, "pathologist")
+    make_user(settings, "cara", "curator")
+    a, r1 = read_cells(app, pid, "r1", ["lymphocyte", "monocyte", "ambiguous", "unusable",
+                                        "platelet", "basophil"])
+    r1.post(f"/label/{pid}/undo")
+    read_cells(app, pid, "r2", ["lymphocyte", "monocyte", "unusable", "eosinophil"])
+    LoggedIn(app.test_client(), "cara").post(f"/curate/cells/{a[2]}/resolve", htmx=False,
+                                             data={"choice": "excluded", "submission_id": "c"})
+    expected = _check(settings, pid)
+    assert len(set(expected.values())) >= 3  # a varied history: 0, 1, 2 and 3 all occur
+
+    downgrade(settings.database_url, "0004")
+    upgrade(settings.database_url)
+    assert _stored(settings, pid) == expected
