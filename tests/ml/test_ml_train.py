@@ -55,7 +55,7 @@ def test_head_learns_separable_classes_without_validation():
 
 
 def test_head_uses_validation_and_early_stopping_when_enough_labels():
-    features, labels = separable_features(12)
+    features, labels = separable_features(120)  # 360 labels: 54 held out
     result = train_head(features, labels, 3, epochs=200, batch_size=16, learning_rate=1e-2)
     assert "val_loss" in result.history
     assert result.epochs_run < 200  # early stopping kicked in

@@ -16,6 +16,12 @@ MIN_LABELS_FOR_VALIDATION = 20
 MIN_PER_CLASS_FOR_VALIDATION = 2
 VALIDATION_FRACTION = 0.15
 EARLY_STOPPING_PATIENCE = 5
+# Early stopping on validation loss needs a validation set big enough for its
+# loss to mean something: on a handful of cells (15% of 100 labels is 15) it
+# is noise, and restoring the "best" epoch often restores a head from the
+# first epoch or two (bench/al_curve.py: test accuracy 0.47 instead of 0.60
+# at 100 labels).  Below this, the head trains for the full epochs.
+MIN_VALIDATION_FOR_EARLY_STOPPING = 50
 # Features whose spread is below this fraction of the largest one are treated
 # as constant when standardising (see `standardisation`).
 CONSTANT_FEATURE_STD = 1e-6
@@ -130,8 +136,13 @@ def head_model(feature_dim: int, num_classes: int, dropout: float) -> keras.Mode
     """Dropout -> Dense(softmax): the classifier's head on its own, same layer names."""
     inputs = keras.Input(shape=(feature_dim,), name="features")
     x = keras.layers.Dropout(dropout, name="dropout")(inputs)
+    # Zero initial weights: softmax regression needs no symmetry breaking, and
+    # a random kernel on 2048 standardised features starts with logits of
+    # spread ~1.4 that a few hundred labels' few dozen steps cannot wash out
+    # (noise, not signal, in the small-label heads active learning starts with).
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", name=HEAD_LAYER, dtype="float32"
+        num_classes, activation="softmax", name=HEAD_LAYER, dtype="float32",
+        kernel_initializer="zeros",
     )(x)
     return keras.Model(inputs, outputs, name="head_only")
 
@@ -213,6 +224,7 @@ def train_head(
         model.get_layer(HEAD_LAYER).set_weights(unfold_standardisation(*initial, mean, std))
     if val_x is not None:
         validation_data = (((val_x - mean) / std).astype(np.float32), val_y)
+    if val_x is not None and len(val_y) >= MIN_VALIDATION_FOR_EARLY_STOPPING:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss",
