@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from models import (Annotation, Lease, ModelVersion, Origin, Prediction, RoundStatus,
+from models import (Annotation, Lease, ModelVersion, Origin, Prediction, Project, RoundStatus,
                     TrainingRound, utcnow)
 from models.db import session_scope
 from tests.conftest import LoggedIn, make_user, running_worker
@@ -48,6 +48,11 @@ def _wait_for(settings, round_id: int, timeout: float = 240) -> TrainingRound:
 
 
 def test_label_train_rerank(app, client, settings, demo_project):
+    with session_scope(settings.database_url) as s:
+        # The review round the worker freezes after the round ranks by entropy
+        # alone (no random share), so the whole queue is in entropy order.
+        project = s.get(Project, demo_project)
+        project.al_strategy, project.review_random_share = "entropy", 0.0
     make_user(settings, "path1", "pathologist")
     make_user(settings, "boss", "admin")
     reader = LoggedIn(client, "path1")
@@ -79,10 +84,16 @@ def test_label_train_rerank(app, client, settings, demo_project):
                           .where(Prediction.model_version_id == version.id))
         n_reader = s.scalar(select(func.count(Annotation.id))
                             .where(Annotation.origin == Origin.READER))
-        entropies = s.scalars(select(Prediction.entropy)
-                              .where(Prediction.model_version_id == version.id)).all()
+        # Labeled cells are scored too (for the curator), but are not in the queue.
+        entropies = s.scalars(select(Prediction.entropy).where(
+            Prediction.model_version_id == version.id,
+            Prediction.image_id.not_in(labeled))).all()
+        scored = set(s.scalars(select(Prediction.image_id)
+                               .where(Prediction.model_version_id == version.id)))
     assert n_reader == 12
     assert n_pred == rnd.n_scored > 0
+    # The labeled cells too: the curator's queue asks the newest model about them.
+    assert set(labeled) <= scored
 
     # The queue now follows the ranking: highest entropy first, with suggestions.
     queue = reader.get(f"/api/projects/{demo_project}/queue?limit=5").json

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from models import (
-    Image, ModelVersion, Prediction, Project, RoundStatus, Split, TrainingRound, utcnow,
+    Image, ModelVersion, Prediction, Project, ReviewQueueItem, RoundStatus, Split, TrainingRound,
+    utcnow,
 )
 from models.db import session_scope
 from models.labels import unlabeled_pool
@@ -54,8 +55,13 @@ def _project(settings, tmp_path: Path) -> int:
     """4 reference-labeled cells of two classes (trusted), 2 of each in the test split,
     2 unlabeled platelets."""
     with session_scope(settings.database_url) as s:
-        pid = create_project(s, "reg", "pbc8", test_share=0.0, train_on_reference=True,
-                             fine_tune_blocks=0).id
+        project = create_project(s, "reg", "pbc8", test_share=0.0, train_on_reference=True,
+                                 fine_tune_blocks=0)
+        # Review rounds ranked by entropy alone: the labeling queue's whole order is
+        # then the entropy order, whichever segment a cell is in.
+        project.al_strategy, project.review_random_share = "entropy", 0.0
+        s.flush()
+        pid = project.id
     for cls in TWO:
         _copy(tmp_path / "train" / cls, cls, 0, 4)
         _copy(tmp_path / "test" / cls, cls, 4, 6)
@@ -212,9 +218,15 @@ def test_models_page_rollback_and_rescoring(tmp_path, sqlite_url):
     assert _take_score_task(app.extensions["celery"]) == [v2.id]
     queue = reader.get(f"/api/projects/{pid}/queue?limit=100").json
     assert queue["model_version_id"] == v2.id
-    # Until that task runs, the cells v2 never saw wait at the end of the line.
-    assert {c["image_id"] for c in queue["cells"][-3:]} == set(new_cells)
+    # Until that task runs, the cells v2 never saw have no suggestion, and outside the
+    # frozen review round (built under v1, which did see them) they come last.
     assert {c["image_id"] for c in queue["cells"] if c["entropy"] is None} == set(new_cells)
+    with session_scope(settings.database_url) as s:
+        review = set(s.scalars(select(ReviewQueueItem.image_id).where(
+            ReviewQueueItem.queue_id == queue["review_queue_id"])))
+    rest = [c["image_id"] for c in queue["cells"] if c["image_id"] not in review]
+    outside = set(new_cells) - review
+    assert not outside or set(rest[-len(outside):]) == outside
 
     # Activating the active version changes nothing; an unknown one is a 404.
     assert admin.post(f"/admin/models/{v2.id}/activate", htmx=False).status_code == 302

@@ -394,7 +394,11 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
     fit_rows = train_rows[fit]
     metrics["train_accuracy"] = float((logits[fit_rows].argmax(1) == y_all[fit]).mean())
 
-    pool_ids = [i for i in data.pool if ok[row_of[i]]]
+    # The labeled pool cells are scored too (their logits are here already): the
+    # curator's queue lists final labels a confident model contradicts, and the
+    # newest model is the one to ask.  The test split never gets suggestions.
+    pool_ids = [i for i in dict.fromkeys(data.pool + [i for i, _ in data.train])
+                if ok[row_of[i]]]
     pool_rows = np.array([row_of[i] for i in pool_ids], dtype=np.int64)
     probs = calibration.softmax(logits[pool_rows], temperature) if len(pool_rows) \
         else np.zeros((0, len(data.class_ids)), dtype=np.float32)
