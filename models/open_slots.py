@@ -25,8 +25,10 @@ high costs a retry, never a second vote.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
-from sqlalchemy import and_, case, event, inspect, literal_column, select, update
+from sqlalchemy import and_, bindparam, case, event, inspect, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -48,11 +50,36 @@ CHUNK = 500
 IS_OPEN = Image.open_slots > literal_column("0")
 
 
-def _open_slots_sql(project: Project):
-    """SQL expression: readers the current ``Image`` row still needs (>= 0)."""
+@dataclass(frozen=True)
+class _Rules:
+    """The reading rules the UPDATE depends on (hashable: the statement cache's key)."""
+
+    readers_per_cell: int
+    contested_readers: int | None
+    contested_class_ids: tuple[int, ...]
+    agreement_share: float
+
+    @classmethod
+    def of(cls, project: Project) -> _Rules:
+        return cls(project.readers_per_cell, project.contested_readers,
+                   tuple(project.contested_class_ids or ()), project.agreement_share)
+
+
+@lru_cache(maxsize=64)
+def _update_stmts(rules: _Rules):
+    """(UPDATE of the cells ``:ids``, UPDATE of every cell of ``:p_id``, row lock of
+    ``:ids``), built once per rules: building them costs more than running them,
+    and one runs with every keypress."""
     # Where awaits_readers holds, votes < needed: at least one slot is open.
-    return case((and_(*awaits_readers(project)), needed_readers_sql(project) - vote_count()),
-                else_=0)
+    value = case((and_(*awaits_readers(rules)), needed_readers_sql(rules) - vote_count()),
+                 else_=0)
+    ids = Image.id.in_(bindparam("ids", expanding=True))
+    whole = (update(Image).where(Image.project_id == bindparam("p_id")).values(open_slots=value)
+             .execution_options(synchronize_session=False))
+    # NO KEY UPDATE: the annotation just inserted holds KEY SHARE on the row (its
+    # foreign key), which a plain FOR UPDATE would wait on.
+    lock = select(Image.id).where(ids).order_by(Image.id).with_for_update(key_share=True)
+    return whole.where(ids), whole, lock
 
 
 def refresh_open_slots(session: Session, project: Project,
@@ -63,22 +90,17 @@ def refresh_open_slots(session: Session, project: Project,
     on one cell at once then refresh it one after the other, the second with a
     snapshot that sees the first one's vote.  (SQLite runs one writer at a time.)
     """
-    value = _open_slots_sql(project)
-    base = update(Image).where(Image.project_id == project.id).values(open_slots=value)
-    postgres = session.get_bind().dialect.name == "postgresql"
+    some, whole, lock = _update_stmts(_Rules.of(project))
     if image_ids is None:
-        session.execute(base.execution_options(synchronize_session=False))
+        session.execute(whole, {"p_id": project.id})
         return
+    postgres = session.get_bind().dialect.name == "postgresql"
     ids = sorted(set(image_ids))
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         if postgres:
-            # NO KEY UPDATE: the annotation just inserted holds KEY SHARE on
-            # the row (its foreign key), which a plain FOR UPDATE would wait on.
-            session.execute(select(Image.id).where(Image.id.in_(chunk)).order_by(Image.id)
-                            .with_for_update(key_share=True))
-        session.execute(base.where(Image.id.in_(chunk))
-                        .execution_options(synchronize_session=False))
+            session.execute(lock, {"ids": chunk})
+        session.execute(some, {"p_id": project.id, "ids": chunk})
 
 
 def _changed(obj, attributes: tuple[str, ...]) -> bool:
