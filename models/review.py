@@ -24,7 +24,7 @@ from .base import Base, utcnow
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset",
                   "hybrid", "class_balanced")
 # Chosen from the benchmark in docs/benchmarks.md ("Active learning (issue 5)").
-DEFAULT_STRATEGY = "hybrid"
+DEFAULT_STRATEGY = "margin"
 DEFAULT_ROUND_SIZE = 50
 DEFAULT_RANDOM_SHARE = 0.1
 

@@ -1,5 +1,6 @@
 """Readers a cell still needs, on the cell row (images.open_slots), for a fast queue;
-an index for "has this reader decided on this cell".
+an index for "has this reader decided on this cell"; margin as the default strategy
+for new projects (docs/benchmarks.md; existing projects keep theirs).
 
 The backfill computes, for each pool cell, the rules of revision 0004 (see
 models/labels.py as of this revision): k readers (a project's
@@ -57,6 +58,9 @@ def upgrade() -> None:
                               unique=False, sqlite_where=OPEN, postgresql_where=OPEN)
     with op.batch_alter_table("annotations") as batch_op:
         batch_op.create_index("ix_annotations_user_image", ["user_id", "image_id"], unique=False)
+    with op.batch_alter_table("projects") as batch_op:
+        batch_op.alter_column("al_strategy", existing_type=sa.String(length=30),
+                              existing_nullable=False, server_default="margin")
     conn = op.get_bind()
     projects = conn.execute(sa.text(
         "SELECT id, readers_per_cell, contested_readers, contested_class_ids, agreement_share "
@@ -76,6 +80,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("projects") as batch_op:
+        batch_op.alter_column("al_strategy", existing_type=sa.String(length=30),
+                              existing_nullable=False, server_default="hybrid")
     with op.batch_alter_table("annotations") as batch_op:
         batch_op.drop_index("ix_annotations_user_image")
     with op.batch_alter_table("images") as batch_op:

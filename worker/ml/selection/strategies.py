@@ -137,7 +137,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("class_balanced", _class_balanced, frozenset({"class_counts"})),
 ]}
 # Chosen from the benchmark in docs/benchmarks.md ("Active learning (issue 5)").
-DEFAULT_STRATEGY = "hybrid"
+DEFAULT_STRATEGY = "margin"
 
 
 def get_strategy(name: str) -> Strategy:
