@@ -2,7 +2,9 @@
 
 Nothing stores "the label of a cell": it is worked out here, the single place
 the webapp (queue, curation, agreement) and the worker (training and test
-labels) ask, so they can never disagree about which cells are labeled.
+labels) ask, so they can never disagree about which cells are labeled.  (One
+number is cached for the labeling queue's speed, the votes a cell still needs:
+models/open_slots.py computes it with the SQL below.)
 
 - A reader's *vote* on a cell is their latest annotation that no undo (a
   ``retract`` row) has voided.

@@ -196,7 +196,7 @@ def test_beat_task_through_a_real_worker_trains_a_round(tmp_path, sqlite_url):
     (rnd,) = _rounds(settings, pid)
     assert rnd.status == RoundStatus.SUCCEEDED, rnd.error
     assert rnd.trigger == "schedule" and rnd.worker and rnd.celery_task_id
-    assert rnd.n_train == 2 and rnd.n_scored == 4
+    assert rnd.n_train == 2 and rnd.n_scored == 6  # the labeled cells are scored too
     with session_scope(settings.database_url) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.round_id == rnd.id))
         assert version.is_active
