@@ -40,6 +40,22 @@ SAMPLE_BUCKETS = 1000
 OPEN, FINAL, EXCLUDED, DISPUTED, FLAGGED = "open", "final", "excluded", "disputed", "flagged"
 
 
+@dataclass(frozen=True)
+class ReadingRules:
+    """The project settings that decide how many readers a cell needs; hashable, so
+    SQL built from them (``needed_readers_sql``) can be cached per rules."""
+
+    readers_per_cell: int
+    contested_readers: int | None
+    contested_class_ids: tuple[int, ...]
+    agreement_share: float
+
+    @classmethod
+    def of(cls, project: Project) -> ReadingRules:
+        return cls(project.readers_per_cell, project.contested_readers,
+                   tuple(project.contested_class_ids or ()), project.agreement_share)
+
+
 def sample_threshold(project: Project) -> int:
     return round(project.agreement_share * SAMPLE_BUCKETS)
 

@@ -25,7 +25,6 @@ high costs a retry, never a second vote.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, case, event, inspect, literal_column, select, update
@@ -34,7 +33,7 @@ from sqlalchemy.orm.util import identity_key
 
 from .annotations import Annotation, Origin
 from .images import Image, Split
-from .labels import awaits_readers, needed_readers_sql, vote_count
+from .labels import ReadingRules, awaits_readers, needed_readers_sql, vote_count
 from .projects import Project
 
 # Reading rules that change how many readers a cell needs.
@@ -50,23 +49,8 @@ CHUNK = 500
 IS_OPEN = Image.open_slots > literal_column("0")
 
 
-@dataclass(frozen=True)
-class _Rules:
-    """The reading rules the UPDATE depends on (hashable: the statement cache's key)."""
-
-    readers_per_cell: int
-    contested_readers: int | None
-    contested_class_ids: tuple[int, ...]
-    agreement_share: float
-
-    @classmethod
-    def of(cls, project: Project) -> _Rules:
-        return cls(project.readers_per_cell, project.contested_readers,
-                   tuple(project.contested_class_ids or ()), project.agreement_share)
-
-
 @lru_cache(maxsize=64)
-def _update_stmts(rules: _Rules):
+def _update_stmts(rules: ReadingRules):
     """(UPDATE of the cells ``:ids``, UPDATE of every cell of ``:p_id``, row lock of
     ``:ids``), built once per rules: building them costs more than running them,
     and one runs with every keypress."""
@@ -90,7 +74,7 @@ def refresh_open_slots(session: Session, project: Project,
     on one cell at once then refresh it one after the other, the second with a
     snapshot that sees the first one's vote.  (SQLite runs one writer at a time.)
     """
-    some, whole, lock = _update_stmts(_Rules.of(project))
+    some, whole, lock = _update_stmts(ReadingRules.of(project))
     if image_ids is None:
         session.execute(whole, {"p_id": project.id})
         return

@@ -17,9 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Annotation, Image, Lease, Prediction, Project, utcnow
-from models.labels import live_vote, needed_readers_sql, vote_count
+from models.labels import ReadingRules, live_vote, needed_readers_sql, vote_count
 
-from .queue import Cell, Rules, active_version, leases_by_others, queue_rows, suggestion_of
+from .queue import Cell, active_version, leases_by_others, queue_rows, suggestion_of
 
 # How many queued cells one claim looks at: enough that a few readers racing
 # for the same head of the queue all get a cell in one round trip.
@@ -38,7 +38,7 @@ def lease_until(project: Project, now: datetime) -> datetime:
 
 
 @lru_cache(maxsize=128)
-def _claim_stmt(rules: Rules, dialect: str):
+def _claim_stmt(rules: ReadingRules, dialect: str):
     """INSERT a lease only if the cell still has room at this very statement.
 
     The candidates were chosen by an earlier statement, whose view may be
@@ -67,7 +67,7 @@ def try_lease(session: Session, project: Project, image_id: int, user_id: int, s
     A slot held by an expired lease is swept and tried once more (sweeping
     only then saves every claim a query).
     """
-    stmt = _claim_stmt(Rules.of(project), session.get_bind().dialect.name)
+    stmt = _claim_stmt(ReadingRules.of(project), session.get_bind().dialect.name)
     params = {"image_id": image_id, "slot": slot, "user_id": user_id, "reader_id": user_id,
               "now": now, "created_at": now, "expires_at": lease_until(project, now)}
     if session.execute(stmt, params).scalar() is not None:

@@ -36,22 +36,6 @@ class Cell:
     suggestion: LabelClass | None
 
 
-@dataclass(frozen=True)
-class Rules:
-    """The project settings the queue's SQL depends on (hashable: a cache key)."""
-
-    id: int
-    readers_per_cell: int
-    contested_readers: int | None
-    contested_class_ids: tuple[int, ...]
-    agreement_share: float
-
-    @classmethod
-    def of(cls, project: Project) -> Rules:
-        return cls(project.id, project.readers_per_cell, project.contested_readers,
-                   tuple(project.contested_class_ids or ()), project.agreement_share)
-
-
 def active_version(session: Session, project_id: int) -> ModelVersion | None:
     return session.scalar(
         select(ModelVersion).where(ModelVersion.project_id == project_id, ModelVersion.is_active)
