@@ -25,6 +25,7 @@ high costs a retry, never a second vote.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import fields
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, case, event, inspect, literal_column, select, update
@@ -36,9 +37,8 @@ from .images import Image, Split
 from .labels import ReadingRules, awaits_readers, needed_readers_sql, vote_count
 from .projects import Project
 
-# Reading rules that change how many readers a cell needs.
-RULE_ATTRIBUTES = ("readers_per_cell", "contested_readers", "contested_class_ids",
-                   "agreement_share")
+# Project attributes that change how many readers a cell needs.
+RULE_ATTRIBUTES = tuple(f.name for f in fields(ReadingRules))
 # session.info key: new cells whose value needs their id (see _set_new_cells).
 PENDING = "hemaloop.open_slots.pending"
 # Ids per UPDATE: well below SQLite's bound-parameter limit.
