@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 PASSWORD = "bench-password-123"
+HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
 
 
 def free_port() -> int:
@@ -177,8 +178,9 @@ def run_reader(port: int, name: str, pid: int, decisions: int, server_ms: list, 
             image = re.search(r'data-image-id="(\d+)"', html)
             if image is None:
                 return
-            form = {"choice": "lymphocyte", "duration_ms": "800",
-                    "submission_id": re.search(r'name="submission_id" value="(\w+)"', html).group(1)}
+            # What the page's form sends: its hidden fields (the submission id,
+            # and the model's suggestion when one is shown) and the key pressed.
+            form = {**dict(HIDDEN.findall(html)), "choice": "lymphocyte", "duration_ms": "800"}
             t = time.perf_counter()
             response, html = reader.request("POST", f"/label/{pid}/cells/{image.group(1)}", form,
                                             htmx=True)

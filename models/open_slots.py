@@ -73,18 +73,26 @@ def refresh_open_slots(session: Session, project: Project,
     On PostgreSQL the rows are locked first, in id order: two readers voting
     on one cell at once then refresh it one after the other, the second with a
     snapshot that sees the first one's vote.  (SQLite runs one writer at a time.)
+
+    It runs on the session's connection without an autoflush (the hook below
+    calls it in the middle of a flush): other callers flush their ORM changes
+    first.
     """
     some, whole, lock = _update_stmts(ReadingRules.of(project))
+    # Core on the session's connection (same transaction): the ORM's DML
+    # bookkeeping would cost more than the UPDATE, and loaded cells are
+    # expired by the caller (_expire_cached_values).
+    conn = session.connection()
     if image_ids is None:
-        session.execute(whole, {"p_id": project.id})
+        conn.execute(whole, {"p_id": project.id})
         return
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = conn.dialect.name == "postgresql"
     ids = sorted(set(image_ids))
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         if postgres:
-            session.execute(lock, {"ids": chunk})
-        session.execute(some, {"p_id": project.id, "ids": chunk})
+            conn.execute(lock, {"ids": chunk})
+        conn.execute(some, {"p_id": project.id, "ids": chunk})
 
 
 def _changed(obj, attributes: tuple[str, ...]) -> bool:

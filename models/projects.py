@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
 from .review import DEFAULT_RANDOM_SHARE, DEFAULT_ROUND_SIZE, DEFAULT_STRATEGY
+
+if TYPE_CHECKING:
+    from .training import ModelVersion
 
 
 class Project(Base):
@@ -70,6 +74,13 @@ class Project(Base):
 
     classes: Mapped[list[LabelClass]] = relationship(
         back_populates="project", order_by="LabelClass.position", cascade="all, delete-orphan"
+    )
+    # The model serving suggestions (at most one: uq_model_versions_one_active).
+    # Read-only here; activation goes through worker/publish.py.  The label
+    # routes load it with the project in one query (webapp/label/routes.py).
+    active_version: Mapped[ModelVersion | None] = relationship(
+        primaryjoin="and_(ModelVersion.project_id == Project.id, ModelVersion.is_active)",
+        viewonly=True, uselist=False,
     )
 
     def class_by_name(self, name: str) -> LabelClass | None:

@@ -20,7 +20,8 @@ class ReadingSettingsForm(FlaskForm):
     """How cells are read: k readers, contested classes, agreement sample, blind, leases."""
 
     readers_per_cell = IntegerField(
-        "Readers who must agree before a cell's label is final (k)",
+        "Readers per cell, k: 1 gives each cell to one reader (no overlap); with k > 1, "
+        "k readers read it and its label is final when they agree",
         validators=[NumberRange(min=1, max=20)])
     contested_readers = IntegerField(
         "Higher k for contested classes and the agreement sample (empty: none)",

@@ -9,17 +9,18 @@ moves on to the next cell.  Expired leases are swept before each claim.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import bindparam, delete, exists, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Annotation, Image, Lease, Prediction, Project, utcnow
-from models.labels import ReadingRules, live_vote, needed_readers_sql, vote_count
+from models import Image, Lease, ModelVersion, Prediction, Project, utcnow
+from models.labels import ReadingRules, needed_readers_sql, vote_count
 
-from .queue import Cell, active_version, leases_by_others, queue_rows, suggestion_of
+from .queue import Cell, ReaderStatus, leases_by_others, queue_rows, reader_status, suggestion_of
 
 # How many queued cells one claim looks at: enough that a few readers racing
 # for the same head of the queue all get a cell in one round trip.
@@ -70,53 +71,55 @@ def try_lease(session: Session, project: Project, image_id: int, user_id: int, s
     stmt = _claim_stmt(ReadingRules.of(project), session.get_bind().dialect.name)
     params = {"image_id": image_id, "slot": slot, "user_id": user_id, "reader_id": user_id,
               "now": now, "created_at": now, "expires_at": lease_until(project, now)}
-    if session.execute(stmt, params).scalar() is not None:
+    # Core on the session's connection: no ORM object is involved, and its DML
+    # bookkeeping would cost more than the statement.
+    conn = session.connection()
+    if conn.execute(stmt, params).scalar() is not None:
         return True
-    swept = session.execute(delete(Lease).where(
+    swept = conn.execute(delete(Lease).where(
         Lease.image_id == image_id, Lease.slot == slot, Lease.expires_at <= now)).rowcount
-    return bool(swept) and session.execute(stmt, params).scalar() is not None
+    return bool(swept) and conn.execute(stmt, params).scalar() is not None
 
 
 def sweep_expired(session: Session, now: datetime) -> None:
     session.execute(delete(Lease).where(Lease.expires_at <= now))
 
 
-def held_cell(session: Session, project: Project, user_id: int, now: datetime,
-              version=None) -> tuple[Image, Prediction | None] | None:
-    """The newest live lease of this reader on a cell they have not decided on.
+def held_cell(session: Session, image_id: int, version: ModelVersion | None
+              ) -> tuple[Image, Prediction | None] | None:
+    """The cell a reader holds (``reader_status`` found it), with the active model's
+    prediction."""
+    join_on = ((Prediction.image_id == Image.id) & (Prediction.model_version_id == version.id)
+               if version else (Prediction.id == -1))
+    row = session.execute(select(Image, Prediction).outerjoin(Prediction, join_on)
+                          .where(Image.id == image_id)).first()
+    return (row[0], row[1]) if row is not None else None
 
-    Usually there is none (labeling uses the lease up): one small indexed
-    query answers that, and only a held lease costs the second.
-    """
-    held = session.scalars(
-        select(Lease.image_id).join(Image, Image.id == Lease.image_id)
-        .where(Lease.user_id == user_id, Lease.expires_at > now, Image.project_id == project.id)
-        .order_by(Lease.created_at.desc(), Lease.id.desc()).limit(5)).all()
-    if not held:
-        return None
-    mine = select(Annotation.id).where(Annotation.image_id == Image.id,
-                                       Annotation.user_id == user_id, live_vote(Annotation))
-    join_on = (Prediction.image_id == Image.id) & (Prediction.model_version_id == version.id) \
-        if version else (Prediction.id == -1)
-    rows = {image.id: (image, prediction) for image, prediction in session.execute(
-        select(Image, Prediction).outerjoin(Prediction, join_on)
-        .where(Image.id.in_(held), ~exists(mine))).all()}
-    return next((rows[i] for i in held if i in rows), None)
+
+@dataclass(frozen=True)
+class Turn:
+    """What a reader's page shows next."""
+
+    cell: Cell | None
+    prefetch: list[Image]
+    status: ReaderStatus
 
 
 def next_for(session: Session, project: Project, user_id: int, skipped: list[int] | None = None,
-             durable: bool = False) -> tuple[Cell | None, list[Image]]:
-    """The reader's cell (held, or newly leased) and the next cells to prefetch.
+             durable: bool = False) -> Turn:
+    """The reader's cell (held, or newly leased), the next cells to prefetch, and
+    the counters.
 
     Commits (with whatever decision the caller flushed): the lease must be
     visible to other readers at once.  A lease alone is not worth a disk sync
     on PostgreSQL (a crash loses a lease, which then simply is not there);
-    pass ``durable`` when the transaction carries a decision.
+    pass ``durable`` when the transaction carries a decision.  Everything is
+    read in that one transaction: one connection checkout per keypress.
     """
     now = utcnow()
-    version = active_version(session, project.id)
-    held = held_cell(session, project, user_id, now, version)
-    chosen = held
+    version = project.active_version  # the label routes load it with the project
+    status = reader_status(session, project, user_id, now)
+    chosen = held_cell(session, status.held_id, version) if status.held_id is not None else None
     later: list[Image] = []
     # Readers racing for the head of the queue take its cells from under each
     # other: look again (further down) until one is won or the queue is dry.
@@ -142,9 +145,9 @@ def next_for(session: Session, project: Project, user_id: int, skipped: list[int
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     session.commit()
     if chosen is None:
-        return None, []
+        return Turn(None, [], status)
     image, prediction = chosen
-    return Cell(image, prediction, suggestion_of(project, prediction)), later
+    return Turn(Cell(image, prediction, suggestion_of(project, prediction)), later, status)
 
 
 def release(session: Session, image_id: int, user_id: int) -> None:

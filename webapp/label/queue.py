@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Select, and_, bindparam, exists, false, func, or_, select
+from sqlalchemy import Select, and_, bindparam, exists, false, func, or_, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from models import Annotation, Image, LabelClass, Lease, ModelVersion, Origin, Prediction, Project
-from models.labels import vote_count
+from models.labels import live_vote, vote_count
 from models.open_slots import IS_OPEN
 from models.review import ReviewQueue, ReviewQueueItem
 
@@ -85,6 +85,14 @@ def current_review_item():
     return and_(_ITEM.image_id == Image.id, _ITEM.queue_id == current)
 
 
+def _review_cells():
+    """Uncorrelated subquery: the cells of the project's current review queue."""
+    current = (select(ReviewQueue.id)
+               .where(ReviewQueue.project_id == bindparam("project_id"), ReviewQueue.is_current)
+               .scalar_subquery())
+    return select(ReviewQueueItem.image_id).where(ReviewQueueItem.queue_id == current)
+
+
 _MINE = aliased(Annotation, name="mine")
 _READER = bindparam("reader_id")
 _NOW = bindparam("now")
@@ -108,9 +116,38 @@ def for_reader() -> tuple:
     )
 
 
-# The queue in segments, each a statement that an index can serve in order and
+@dataclass(frozen=True)
+class ReaderStatus:
+    remaining: int  # cells still needing a reader, up to REMAINING_CAP + 1
+    held_id: int | None  # the cell the reader holds a lease on and has not decided
+
+
+@lru_cache(maxsize=1)
+def _status_stmt() -> Select:
+    """Both answers in one round trip: each keypress asks both."""
+    # Usually none: a decision uses the lease up.  An undo hands a cell back
+    # on a lease, and a reloaded page shows the cell it showed before.
+    undecided = ~exists().where(_MINE.image_id == Lease.image_id, _MINE.user_id == _READER,
+                                live_vote(_MINE))
+    held = (select(Lease.image_id).join(Image, Image.id == Lease.image_id)
+            .where(Lease.user_id == _READER, Lease.expires_at > _NOW,
+                   Image.project_id == bindparam("project_id"), undecided)
+            .order_by(Lease.created_at.desc(), Lease.id.desc()).limit(1))
+    return select(_REMAINING.scalar_subquery(), held.scalar_subquery())
+
+
+def reader_status(session: Session, project: Project, reader_id: int, now: datetime
+                  ) -> ReaderStatus:
+    remaining_, held = session.execute(
+        _status_stmt(), {"project_id": project.id, "reader_id": reader_id, "now": now}).one()
+    return ReaderStatus(int(remaining_ or 0), held)
+
+
+# The queue in segments, each a branch that an index can serve in order and
 # stop after LIMIT rows: one ORDER BY over all of them sorts the whole pool
-# (5,000 cells: 10 ms -> 130 ms p95 with 20 readers).
+# (5,000 cells: 10 ms -> 130 ms p95 with 20 readers).  The branches run as one
+# UNION ALL under an outer LIMIT, so a later branch runs only when the earlier
+# ones came up short: one round trip per look at the queue.
 REVIEW, SCORED, UNSCORED, SKIPPED = "review", "scored", "unscored", "skipped"
 
 
@@ -126,7 +163,12 @@ def _candidates_stmt(version: bool, skipped: bool, reader: bool,
                      segment: str | None = None) -> Select:
     join_on = and_(Prediction.image_id == Image.id,
                    Prediction.model_version_id == bindparam("version_id")) if version else false()
-    conditions = list(awaiting())
+    in_project, is_open = awaiting()
+    # The scored segment walks the version's entropy index, and the version's
+    # predictions are all of this project's cells: the project test would only
+    # tempt SQLite's planner (no statistics) to start from the images index and
+    # sort the whole pool instead of stopping after LIMIT rows.
+    conditions = [is_open] if segment == SCORED else [in_project, is_open]
     slot = vote_count()
     if reader:
         conditions += for_reader()
@@ -141,11 +183,13 @@ def _candidates_stmt(version: bool, skipped: bool, reader: bool,
     if segment == REVIEW:
         return (stmt.outerjoin(Prediction, join_on).join(_ITEM, current_review_item())
                 .where(*conditions).order_by(_ITEM.position))
+    if segment in (SCORED, UNSCORED):
+        # The review round's cells are its segment's alone (skipped ones are
+        # the skipped segment's): no cell comes twice, so the outer LIMIT of
+        # the union counts distinct cells.
+        conditions.append(Image.id.not_in(_review_cells()))
     if segment == SCORED:
-        # SQLite's planner, without statistics, may start from images and sort
-        # the whole pool; walking the entropy index stops after LIMIT rows.
         return (stmt.join(Prediction, join_on).where(*conditions, Prediction.entropy.is_not(None))
-                .with_hint(Prediction, "INDEXED BY ix_predictions_version_entropy", "sqlite")
                 .order_by(Prediction.entropy.desc(), Image.shuffle_key, Image.id))
     if segment == UNSCORED:
         if version:
@@ -180,24 +224,30 @@ def candidates(project: Project, version: ModelVersion | None, skipped: list[int
     return stmt, _params(project, version, skipped, reader_id, now)
 
 
+@lru_cache(maxsize=32)
+def _queue_stmt(version: bool, skipped: bool, reader: bool):
+    """The segments' branches (each taking ``:limit`` rows in its own order) in
+    one UNION ALL, cut at ``:limit`` rows.
+
+    Both databases run a UNION ALL's branches in order and stop pulling rows at
+    the outer LIMIT (PostgreSQL's Append, SQLite's compound select), so a
+    branch after the ones that filled the LIMIT costs nothing.  Each branch is
+    wrapped in a subquery: SQLite takes no ORDER BY or LIMIT on a branch itself.
+    """
+    limit = bindparam("limit")
+    branches = [select(_candidates_stmt(version, skipped, reader, segment).limit(limit).subquery())
+                for segment in segments(version, skipped)]
+    union = union_all(*branches).limit(limit)
+    return select(Image, Prediction, union.selected_columns.slot).from_statement(union)
+
+
 def queue_rows(session: Session, project: Project, version: ModelVersion | None, limit: int,
                skipped: list[int] | None = None, reader_id: int | None = None,
                now: datetime | None = None) -> list:
     """The first ``limit`` (Image, Prediction, slot) rows in queue order (see ``segments``)."""
     params = _params(project, version, skipped, reader_id, now)
-    flags = (version is not None, bool(skipped), reader_id is not None)
-    rows: list = []
-    seen: set[int] = set()
-    for segment in segments(version is not None, bool(skipped)):
-        # ``limit`` rows hold at least the missing ones: at most len(rows)
-        # of them can repeat a cell already taken (a review cell is scored too).
-        for row in session.execute(_candidates_stmt(*flags, segment).limit(limit), params):
-            if row[0].id not in seen and len(rows) < limit:
-                seen.add(row[0].id)
-                rows.append(row)
-        if len(rows) >= limit:
-            break
-    return rows
+    stmt = _queue_stmt(version is not None, bool(skipped), reader_id is not None)
+    return session.execute(stmt, {**params, "limit": limit}).all()
 
 
 def ranked(session: Session, project: Project, limit: int, skipped: list[int] | None = None,

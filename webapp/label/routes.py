@@ -6,22 +6,29 @@ import uuid
 from flask import abort, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import case, func, select
+from sqlalchemy.orm import joinedload
 
 from models import Annotation, Kind, Origin, Project, Role, utcnow
 
 from ..auth.roles import role_required
-from ..db import get_db, get_or_404
+from ..db import get_db
 from . import bp
 from .decisions import DecisionError, parse, record, undo
 from .leases import next_for, release, sweep_expired
-from .queue import REMAINING_CAP, remaining
+from .queue import REMAINING_CAP
 
 SKIP_MEMORY = 500  # cells remembered as skipped per project in the session
 UNDO_DEPTH = 10  # the last decisions of a session that Backspace can take back
 
 
 def _project(project_id: int) -> Project:
-    return get_or_404(Project, project_id, "project")
+    """The project with its classes and active model: one query, where lazy loads
+    would cost each keypress two more."""
+    project = get_db().get(Project, project_id, options=[
+        joinedload(Project.classes), joinedload(Project.active_version)])
+    if project is None:
+        abort(404, description=f"There is no project {project_id}.")
+    return project
 
 
 def _skipped(project_id: int) -> list[int]:
@@ -39,24 +46,39 @@ def _count_decision(project_id: int, annotation_id: int) -> None:
     state = _reading(project_id)
     state["n"] += 1
     state["recent"] = (state["recent"] + [annotation_id])[-UNDO_DEPTH:]
+    _add_done(1)
+
+
+def _done(recount: bool = False) -> int:
+    """The reader's live decisions (every decision minus every undo, all projects).
+
+    Counted in SQL when a page loads, then kept up in the session by each
+    decision and undo: counting on every keypress would read the reader's
+    whole history, which grows all day.  Keyed by user, so a shared browser
+    never shows the last reader's count.
+    """
+    kept = session.get("done")
+    if recount or not kept or kept[0] != current_user.id:
+        n = get_db().scalar(select(
+            func.coalesce(func.sum(case((Annotation.kind == Kind.RETRACT, -1), else_=1)), 0))
+            .where(Annotation.user_id == current_user.id, Annotation.origin == Origin.READER))
+        session["done"] = kept = [current_user.id, int(n or 0)]
+    return kept[1]
+
+
+def _add_done(n: int) -> None:
+    if "done" in session:
+        session["done"][1] = max(session["done"][1] + n, 0)
     session.modified = True
 
 
-def _done(user_id: int) -> int:
-    """The reader's live decisions: every decision minus every undo."""
-    n = get_db().execute(select(
-        func.coalesce(func.sum(case((Annotation.kind == Kind.RETRACT, -1), else_=1)), 0))
-        .where(Annotation.user_id == user_id, Annotation.origin == Origin.READER)).scalar()
-    return int(n or 0)
-
-
-def _cell_context(project: Project, durable: bool = False) -> dict:
-    db = get_db()
-    cell, later = next_for(db, project, current_user.id, _skipped(project.id), durable)
+def _cell_context(project: Project, durable: bool = False, recount: bool = False) -> dict:
+    done = _done(recount)  # (read before next_for commits: one transaction per request)
+    turn = next_for(get_db(), project, current_user.id, _skipped(project.id), durable)
     state = _reading(project.id)
     hours = max(time.time() - state["since"], 60.0) / 3600
-    return dict(project=project, cell=cell, prefetch=later,
-                remaining=remaining(db, project), cap=REMAINING_CAP, done=_done(current_user.id),
+    return dict(project=project, cell=turn.cell, prefetch=turn.prefetch,
+                remaining=turn.status.remaining, cap=REMAINING_CAP, done=done,
                 session_count=state["n"], per_hour=round(state["n"] / hours) if state["n"] else 0,
                 undoable=len(state["recent"]), blind=project.blind_reading,
                 # A fresh id per cell shown: a repeated submission of it is recognised.
@@ -90,7 +112,7 @@ def page(project_id: int):
     # Expired leases are swept here (a page load, not every keypress); a claim
     # meeting one on its slot sweeps that one itself.
     sweep_expired(get_db(), utcnow())
-    return render_template("label/page.html", **_cell_context(_project(project_id)))
+    return render_template("label/page.html", **_cell_context(_project(project_id), recount=True))
 
 
 @bp.get("/<int:project_id>/next")
@@ -141,6 +163,7 @@ def undo_last(project_id: int):
                                message=f"Only the last {UNDO_DEPTH} decisions of this session "
                                        "can be undone."), 409
     state["n"] = max(state["n"] - 1, 0)
+    _add_done(-1)
     return _cell_fragment(project)
 
 
@@ -159,7 +182,6 @@ def _threshold(raw: str | None) -> float:
 @bp.get("/<int:project_id>/verify")
 @role_required(Role.PATHOLOGIST)
 def verify_page(project_id: int):
-    from .queue import active_version
     from .verify import grid
 
     project = _project(project_id)
@@ -169,7 +191,7 @@ def verify_page(project_id: int):
     if label_class is None:
         abort(400, description=f"Unknown class {name!r}.")
     threshold = _threshold(request.args.get("min"))
-    version = active_version(db, project.id)
+    version = project.active_version
     cells = [] if project.blind_reading else grid(db, project, current_user, label_class.id,
                                                    threshold)
     return render_template("label/verify.html", project=project, label_class=label_class,
@@ -204,6 +226,6 @@ def verify_confirm(project_id: int):
         return _refusal(exc)
     state = _reading(project.id)
     state["n"] += n
-    session.modified = True
+    _add_done(n)
     return redirect(url_for("label.verify_page", project_id=project.id,
                             **{"class": label_class.name, "min": form.get("min", "0.9")}))
