@@ -145,6 +145,34 @@ def test_double_keypress_and_retry_record_once(app, settings, tmp_path):
     assert len(_reader_rows(settings)) == 1
 
 
+def test_reader_total_is_recounted_on_page_load_and_never_shown_to_the_next_user(
+        app, settings, tmp_path):
+    """"Labeled by you" is counted when the page loads and kept in the session after
+    that; a login or logout starts a clean session."""
+    pid = flat_project(settings, tmp_path, "p", 8)
+    for name in ("r1", "r2"):
+        make_user(settings, name, "pathologist")
+    browser = app.test_client()
+    r1 = LoggedIn(browser, "r1")
+    html = r1.get(f"/label/{pid}").text
+    for _ in range(3):
+        html = _label(r1, pid, html, "monocyte").text
+    assert 'id="done-count">3<' in html
+    # The same reader in a second browser: the first one's total catches up on reload.
+    other = LoggedIn(app.test_client(), "r1")
+    other_html = other.get(f"/label/{pid}").text
+    assert 'id="done-count">3<' in other_html
+    _label(other, pid, other_html, "platelet")
+    assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
+
+    r1.post("/auth/logout", htmx=False)
+    r2 = LoggedIn(browser, "r2")
+    html = r2.get(f"/label/{pid}").text
+    assert 'id="done-count">0<' in html and 'id="session-count">0<' in html
+    assert not re.search(r"undo \(\d+\)", html)  # r1's decisions are not r2's to undo
+    assert r2.post(f"/label/{pid}/undo").status_code == 409
+
+
 # --- undo ------------------------------------------------------------------------------------
 
 def test_backspace_undoes_the_last_decisions(app, settings, tmp_path):

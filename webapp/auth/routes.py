@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
@@ -38,6 +38,9 @@ def login():
         if user is None or not user.is_active or not user.check_password(form.password.data):
             flash("Unknown username or wrong password.", "error")
             return render_template("auth/login.html", form=form), 401
+        # A login starts a clean session: no reading counters, skips or undo
+        # history of whoever used this browser before.
+        session.clear()
         login_user(user)
         return redirect(_safe_next(request.args.get("next")) or url_for("index"))
     return render_template("auth/login.html", form=form)
@@ -47,5 +50,6 @@ def login():
 @login_required
 def logout():
     logout_user()
+    session.clear()  # the reader's counters, skips and undo history go with them
     flash("Logged out.", "info")
     return redirect(url_for("auth.login"))
