@@ -120,9 +120,14 @@ def test_queue_order_review_then_uncertain_then_unscored_then_skipped(settings):
         scored = sorted((i for i in entropy if i not in review), key=lambda i: -entropy[i])
         skipped = [review[0], scored[0]]
         shown = [image.id for image, _ in ranked(s, s.get(Project, pid), 40, skipped=skipped)]
+        # The segments run as one UNION ALL under an outer LIMIT: a LIMIT that
+        # ends inside any segment takes exactly the head of the whole order.
+        heads = {n: [image.id for image, _ in ranked(s, s.get(Project, pid), n, skipped=skipped)]
+                 for n in (1, 3, 4, 10, 29, 30, 31)}
     assert len(new) == 2 and len(shown) == 32
     assert shown == (review[1:] + scored[1:] + new
                      + sorted(skipped, key=lambda i: -entropy[i]))
+    assert heads == {n: shown[:n] for n in heads}
 
 
 def test_the_queue_api_names_the_current_review_queue(settings, app):
