@@ -73,24 +73,23 @@ def queue_order(version: bool, skipped: bool) -> list:
 _ITEM = aliased(ReviewQueueItem, name="review_item")
 
 
-def current_review_item():
-    """Join condition: the cell's item in the project's current review queue.
+def _current_queue_id():
+    """Uncorrelated scalar subquery (run once per statement): the id of the
+    project's current review queue, NULL when there is none."""
+    return (select(ReviewQueue.id)
+            .where(ReviewQueue.project_id == bindparam("project_id"), ReviewQueue.is_current)
+            .scalar_subquery())
 
-    The queue id is an uncorrelated subquery (run once per statement); the
-    join uses the (image_id, queue_id) index.
-    """
-    current = (select(ReviewQueue.id)
-               .where(ReviewQueue.project_id == bindparam("project_id"), ReviewQueue.is_current)
-               .scalar_subquery())
-    return and_(_ITEM.image_id == Image.id, _ITEM.queue_id == current)
+
+def current_review_item():
+    """Join condition: the cell's item in the project's current review queue
+    (the join uses the (image_id, queue_id) index)."""
+    return and_(_ITEM.image_id == Image.id, _ITEM.queue_id == _current_queue_id())
 
 
 def _review_cells():
-    """Uncorrelated subquery: the cells of the project's current review queue."""
-    current = (select(ReviewQueue.id)
-               .where(ReviewQueue.project_id == bindparam("project_id"), ReviewQueue.is_current)
-               .scalar_subquery())
-    return select(ReviewQueueItem.image_id).where(ReviewQueueItem.queue_id == current)
+    """Subquery: the cells of the project's current review queue."""
+    return select(ReviewQueueItem.image_id).where(ReviewQueueItem.queue_id == _current_queue_id())
 
 
 _MINE = aliased(Annotation, name="mine")
