@@ -61,6 +61,37 @@ def _claim_stmt(rules: ReadingRules, dialect: str):
             .returning(table.c.id))
 
 
+@lru_cache(maxsize=128)
+def _overfull_stmt(rules: ReadingRules):
+    """Whether the cell ``:image_id`` has more votes and live leases (anyone's)
+    than readers it needs."""
+    leases = (select(func.count(Lease.id))
+              .where(Lease.image_id == Image.id, Lease.expires_at > bindparam("now"))
+              .scalar_subquery())
+    return select(vote_count() + leases > needed_readers_sql(rules)).where(
+        Image.id == bindparam("image_id"))
+
+
+def _kept(conn, rules: ReadingRules, image_id: int, lease_id: int | None, now: datetime) -> bool:
+    """Whether a claim holds, looked at again after the INSERT on PostgreSQL.
+
+    The INSERT's room check reads the statement's snapshot.  When the slot it
+    takes was just given up by a vote (that transaction deleted the lease, and
+    the INSERT waited for it to commit), the snapshot still counts neither the
+    vote nor the lease as gone for good: the cell may now be full.  A fresh
+    statement sees the vote; the claim is then withdrawn.  (SQLite runs one
+    writer at a time, so its check cannot be overtaken.)  Found by
+    tests/test_open_slots.py: 20 readers at once with k = 2, a third vote.
+    """
+    if lease_id is None:
+        return False
+    if conn.dialect.name == "postgresql" and conn.execute(
+            _overfull_stmt(rules), {"image_id": image_id, "now": now}).scalar():
+        conn.execute(delete(Lease).where(Lease.id == lease_id))
+        return False
+    return True
+
+
 def try_lease(session: Session, project: Project, image_id: int, user_id: int, slot: int,
               now: datetime) -> bool:
     """Lease a cell if it still has room; False when another reader got there first.
@@ -68,17 +99,19 @@ def try_lease(session: Session, project: Project, image_id: int, user_id: int, s
     A slot held by an expired lease is swept and tried once more (sweeping
     only then saves every claim a query).
     """
-    stmt = _claim_stmt(ReadingRules.of(project), session.get_bind().dialect.name)
+    rules = ReadingRules.of(project)
+    stmt = _claim_stmt(rules, session.get_bind().dialect.name)
     params = {"image_id": image_id, "slot": slot, "user_id": user_id, "reader_id": user_id,
               "now": now, "created_at": now, "expires_at": lease_until(project, now)}
     # Core on the session's connection: no ORM object is involved, and its DML
     # bookkeeping would cost more than the statement.
     conn = session.connection()
-    if conn.execute(stmt, params).scalar() is not None:
-        return True
+    lease_id = conn.execute(stmt, params).scalar()
+    if lease_id is not None:
+        return _kept(conn, rules, image_id, lease_id, now)
     swept = conn.execute(delete(Lease).where(
         Lease.image_id == image_id, Lease.slot == slot, Lease.expires_at <= now)).rowcount
-    return bool(swept) and conn.execute(stmt, params).scalar() is not None
+    return bool(swept) and _kept(conn, rules, image_id, conn.execute(stmt, params).scalar(), now)
 
 
 def sweep_expired(session: Session, now: datetime) -> None:
