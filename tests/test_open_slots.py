@@ -189,3 +189,56 @@ def test_migration_0005_backfills_what_the_rules_say(app, settings, tmp_path):
     downgrade(settings.database_url, "0004")
     upgrade(settings.database_url)
     assert _stored(settings, pid) == expected
+
+
+def test_a_claim_that_finds_the_cell_full_after_its_insert_is_withdrawn(settings, tmp_path):
+    """PostgreSQL: a claim's room check reads its statement's snapshot.  When the slot
+    it takes was just given up by a vote (the INSERT waited for that vote to commit),
+    the INSERT goes through on a full cell; the second look withdraws it.  The state
+    that INSERT leaves behind is built here directly: two votes and a third lease."""
+    from datetime import timedelta
+
+    import pytest
+
+    from models import Kind, Lease, utcnow
+    from models.labels import ReadingRules
+    from webapp.label.leases import _kept
+
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writer at a time: its room check cannot be overtaken")
+    pid = flat_project(settings, tmp_path, "p", 2, readers_per_cell=2)
+    users = [make_user(settings, f"r{n}", "pathologist") for n in range(3)]
+    cell, other = pool_ids(settings, pid)
+    now = utcnow()
+    with session_scope(settings.database_url) as s:
+        lymphocyte = s.get(Project, pid).class_by_name("lymphocyte").id
+        for user in users[:2]:
+            s.add(Annotation(image_id=cell, user_id=user, origin=Origin.READER, kind=Kind.LABEL,
+                             label_class_id=lymphocyte))
+        s.add_all([Lease(image_id=i, user_id=users[2], slot=1, created_at=now,
+                         expires_at=now + timedelta(minutes=10)) for i in (cell, other)])
+    with session_scope(settings.database_url) as s:
+        rules = ReadingRules.of(s.get(Project, pid))
+        leases = dict(s.execute(select(Lease.image_id, Lease.id)).all())
+        conn = s.connection()
+        assert not _kept(conn, rules, cell, leases[cell], now)  # 2 votes + 1 lease > k = 2
+        assert _kept(conn, rules, other, leases[other], now)  # room: the claim stands
+    with session_scope(settings.database_url) as s:
+        assert list(s.scalars(select(Lease.image_id))) == [other]
+
+
+def test_a_cell_locked_for_a_vote_is_forgotten_when_its_transaction_ends(settings, tmp_path):
+    """The refresh after a vote skips its own lock only while the vote's lock is held."""
+    from models.open_slots import LOCKED, lock_for_vote
+
+    pid = flat_project(settings, tmp_path, "p", 1)
+    cell = pool_ids(settings, pid)[0]
+    postgres = settings.database_url.startswith("postgresql")
+    with session_scope(settings.database_url) as s:
+        assert lock_for_vote(s, cell).id == cell
+        assert s.info.get(LOCKED, set()) == ({cell} if postgres else set())
+        s.commit()
+        assert LOCKED not in s.info
+        lock_for_vote(s, cell)
+        s.rollback()
+        assert LOCKED not in s.info

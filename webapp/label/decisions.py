@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from models import (Annotation, Flag, Image, Kind, Lease, ModelVersion, Origin, Project, Split,
                     User, utcnow)
 from models.labels import live_vote
+from models.open_slots import lock_for_vote
 
 MAX_DURATION_MS = 24 * 3600 * 1000
 # The reader's live lease on the cell, deleted as the claim on it (built once:
@@ -107,7 +108,7 @@ def record(session: Session, project: Project, image_id: int, user: User, decisi
     """
     # A repeated submission is recognised below, when its lease is found used up:
     # checking for it first would cost every keypress a query.
-    image = session.get(Image, image_id)
+    image = lock_for_vote(session, image_id)
     if image is None or image.project_id != project.id:
         raise DecisionError(f"Cell {image_id} does not exist in project {project.name!r}.", 404)
     if image.split != Split.POOL:
