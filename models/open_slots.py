@@ -51,21 +51,24 @@ CHUNK = 500
 IS_OPEN = Image.open_slots > literal_column("0")
 
 
+_IDS = Image.id.in_(bindparam("ids", expanding=True))
+# PostgreSQL's row lock of the cells ``:ids``, in id order.  NO KEY UPDATE: an
+# annotation just inserted holds KEY SHARE on its cell (the foreign key), which a
+# plain FOR UPDATE would wait on.
+_LOCK = select(Image.id).where(_IDS).order_by(Image.id).with_for_update(key_share=True)
+
+
 @lru_cache(maxsize=64)
 def _update_stmts(rules: ReadingRules):
-    """(UPDATE of the cells ``:ids``, UPDATE of every cell of ``:p_id``, row lock of
-    ``:ids``), built once per rules: building them costs more than running them,
-    and one runs with every keypress."""
+    """(UPDATE of the cells ``:ids``, UPDATE of every cell of ``:p_id``), built once
+    per rules: building them costs more than running them, and one runs with
+    every keypress."""
     # Where awaits_readers holds, votes < needed: at least one slot is open.
     value = case((and_(*awaits_readers(rules)), needed_readers_sql(rules) - vote_count()),
                  else_=0)
-    ids = Image.id.in_(bindparam("ids", expanding=True))
     whole = (update(Image).where(Image.project_id == bindparam("p_id")).values(open_slots=value)
              .execution_options(synchronize_session=False))
-    # NO KEY UPDATE: the annotation just inserted holds KEY SHARE on the row (its
-    # foreign key), which a plain FOR UPDATE would wait on.
-    lock = select(Image.id).where(ids).order_by(Image.id).with_for_update(key_share=True)
-    return whole.where(ids), whole, lock
+    return whole.where(_IDS), whole
 
 
 def refresh_open_slots(session: Session, project: Project,
@@ -80,7 +83,7 @@ def refresh_open_slots(session: Session, project: Project,
     calls it in the middle of a flush): other callers flush their ORM changes
     first.
     """
-    some, whole, lock = _update_stmts(ReadingRules.of(project))
+    some, whole = _update_stmts(ReadingRules.of(project))
     # Core on the session's connection (same transaction): the ORM's DML
     # bookkeeping would cost more than the UPDATE, and loaded cells are
     # expired by the caller (_expire_cached_values).
@@ -94,17 +97,17 @@ def refresh_open_slots(session: Session, project: Project,
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start:start + CHUNK]
         if postgres and not held.issuperset(chunk):
-            conn.execute(lock, {"ids": chunk})
+            conn.execute(_LOCK, {"ids": chunk})
         conn.execute(some, {"p_id": project.id, "ids": chunk})
 
 
 def lock_for_vote(session: Session, image_id: int) -> Image | None:
     """Load a cell about to get a vote; on PostgreSQL lock it as refresh_open_slots would.
 
-    Taking the lock with the load, not at the flush, saves a keypress a round
-    trip: the refresh after the vote finds the row held by this transaction.
-    The lock comes before the vote's other writes, as the refresh's does for
-    every other writer.
+    Taking the lock with the load, before the vote deletes its lease, rather
+    than at the flush after it: the refresh then finds the row held (a round
+    trip saved per keypress), and no transaction waits for this row while it
+    holds a lease deletion that a lease claim in turn may be waiting on.
     """
     if session.get_bind().dialect.name != "postgresql":
         return session.get(Image, image_id)
@@ -112,6 +115,17 @@ def lock_for_vote(session: Session, image_id: int) -> Image | None:
     if image is not None:
         session.info.setdefault(LOCKED, set()).add(image.id)
     return image
+
+
+def lock_for_votes(session: Session, image_ids: Iterable[int]) -> None:
+    """lock_for_vote for many cells (bulk verification), in id order."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ids = sorted(set(image_ids))
+    conn = session.connection()
+    for start in range(0, len(ids), CHUNK):
+        conn.execute(_LOCK, {"ids": ids[start:start + CHUNK]})
+    session.info.setdefault(LOCKED, set()).update(ids)
 
 
 @event.listens_for(Session, "after_transaction_end")

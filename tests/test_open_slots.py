@@ -229,7 +229,7 @@ def test_a_claim_that_finds_the_cell_full_after_its_insert_is_withdrawn(settings
 
 def test_a_cell_locked_for_a_vote_is_forgotten_when_its_transaction_ends(settings, tmp_path):
     """The refresh after a vote skips its own lock only while the vote's lock is held."""
-    from models.open_slots import LOCKED, lock_for_vote
+    from models.open_slots import LOCKED, lock_for_vote, lock_for_votes
 
     pid = flat_project(settings, tmp_path, "p", 1)
     cell = pool_ids(settings, pid)[0]
@@ -242,3 +242,5 @@ def test_a_cell_locked_for_a_vote_is_forgotten_when_its_transaction_ends(setting
         lock_for_vote(s, cell)
         s.rollback()
         assert LOCKED not in s.info
+        lock_for_votes(s, [cell])  # bulk verification's lock
+        assert s.info.get(LOCKED, set()) == ({cell} if postgres else set())

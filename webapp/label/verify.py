@@ -12,6 +12,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from models import Annotation, Image, Kind, Lease, Origin, Prediction, Project, User, utcnow
+from models.open_slots import lock_for_votes
 
 from .decisions import DecisionError, take_lease
 from .leases import release, sweep_expired, try_lease
@@ -78,6 +79,8 @@ def confirm(session: Session, project: Project, user: User, version_id: int, cla
         .join(Image, Image.id == Prediction.image_id)
         .where(Prediction.model_version_id == version.id, Image.project_id == project.id,
                Prediction.image_id.in_(confirmed or [-1]))).all())
+    # The cells are locked before any lease is deleted (see lock_for_vote).
+    lock_for_votes(session, confirmed)
     created = 0
     for image_id in confirmed:
         submission = f"{batch}-{image_id}"[:64]
