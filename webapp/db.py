@@ -19,9 +19,10 @@ def get_db() -> Session:
 T = TypeVar("T")
 
 
-def get_or_404(model: type[T], ident: int, noun: str) -> T:
-    """The row with this id, or a 404 page naming what is missing."""
-    row = get_db().get(model, ident)
+def get_or_404(model: type[T], ident: int, noun: str, options=()) -> T:
+    """The row with this id (loaded with ``options``), or a 404 page naming what is
+    missing."""
+    row = get_db().get(model, ident, options=list(options))
     if row is None:
         abort(404, description=f"There is no {noun} {ident}.")
     return row

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from models import Image, Lease, ModelVersion, Prediction, Project, utcnow
 from models.labels import ReadingRules, needed_readers_sql, vote_count
 
-from .queue import Cell, ReaderStatus, leases_by_others, queue_rows, reader_status, suggestion_of
+from .queue import (Cell, ReaderStatus, leases_by_others, live_leases, queue_rows, reader_status,
+                    suggestion_of)
 
 # How many queued cells one claim looks at: enough that a few readers racing
 # for the same head of the queue all get a cell in one round trip.
@@ -65,10 +66,7 @@ def _claim_stmt(rules: ReadingRules, dialect: str):
 def _overfull_stmt(rules: ReadingRules):
     """Whether the cell ``:image_id`` has more votes and live leases (anyone's)
     than readers it needs."""
-    leases = (select(func.count(Lease.id))
-              .where(Lease.image_id == Image.id, Lease.expires_at > bindparam("now"))
-              .scalar_subquery())
-    return select(vote_count() + leases > needed_readers_sql(rules)).where(
+    return select(vote_count() + live_leases() > needed_readers_sql(rules)).where(
         Image.id == bindparam("image_id"))
 
 

@@ -57,11 +57,6 @@ _REMAINING = select(func.count()).select_from(
     select(Image.id).where(*awaiting()).limit(REMAINING_CAP + 1).subquery())
 
 
-def remaining(session: Session, project: Project) -> int:
-    """Cells still needing a reader, counted up to REMAINING_CAP + 1."""
-    return session.scalar(_REMAINING, {"project_id": project.id}) or 0
-
-
 def queue_order(version: bool, skipped: bool) -> list:
     """The ORDER BY of the queue, kept in one place so it can be swapped whole."""
     order = [Image.id.in_(bindparam("skipped", expanding=True))] if skipped else []
@@ -97,11 +92,17 @@ _READER = bindparam("reader_id")
 _NOW = bindparam("now")
 
 
+def live_leases(*conditions):
+    """Scalar subquery: live leases (at ``:now``) on the current ``Image`` row that
+    meet ``conditions``."""
+    return (select(func.count(Lease.id))
+            .where(Lease.image_id == Image.id, Lease.expires_at > _NOW, *conditions)
+            .scalar_subquery())
+
+
 def leases_by_others():
     """Scalar subquery: live leases of other readers on the current ``Image`` row."""
-    return (select(func.count(Lease.id))
-            .where(Lease.image_id == Image.id, Lease.user_id != _READER, Lease.expires_at > _NOW)
-            .scalar_subquery())
+    return live_leases(Lease.user_id != _READER)
 
 
 def for_reader() -> tuple:

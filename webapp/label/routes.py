@@ -11,7 +11,7 @@ from sqlalchemy.orm import joinedload
 from models import Annotation, Kind, Origin, Project, Role, utcnow
 
 from ..auth.roles import role_required
-from ..db import get_db
+from ..db import get_db, get_or_404
 from . import bp
 from .decisions import DecisionError, parse, record, undo
 from .leases import next_for, release, sweep_expired
@@ -24,11 +24,8 @@ UNDO_DEPTH = 10  # the last decisions of a session that Backspace can take back
 def _project(project_id: int) -> Project:
     """The project with its classes and active model: one query, where lazy loads
     would cost each keypress two more."""
-    project = get_db().get(Project, project_id, options=[
-        joinedload(Project.classes), joinedload(Project.active_version)])
-    if project is None:
-        abort(404, description=f"There is no project {project_id}.")
-    return project
+    return get_or_404(Project, project_id, "project",
+                      options=[joinedload(Project.classes), joinedload(Project.active_version)])
 
 
 def _skipped(project_id: int) -> list[int]:
