@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from pathlib import Path
 
 import click
@@ -100,7 +102,7 @@ def create_project_cmd(name: str, preset: str, test_share: float, train_on_refer
 def _import(settings: Settings, path: Path, project_name: str, source: str | None,
             as_json: bool):
     from .bootstrap import SetupError, find_project
-    from .ingest import count_files, import_path
+    from .ingest import ImportAborted, count_files, import_path
 
     if not path.exists():
         _fail(f"{path} does not exist")
@@ -108,17 +110,30 @@ def _import(settings: Settings, path: Path, project_name: str, source: str | Non
         total = count_files(path)
     except FileNotFoundError as exc:
         _fail(str(exc))
-    with session_scope(settings.database_url) as s:
-        try:
-            project = find_project(s, project_name)
-        except SetupError as exc:
-            _fail(f"{exc}; create it first with 'hemaloop create-project'")
-        # The bar goes to stderr so --json output stays parseable.
-        with click.progressbar(length=total, label=f"importing {path.name}", file=sys.stderr,
-                               show_pos=True) as bar:
-            report = import_path(s, settings.storage_dir, project, path,
-                                 max_pixels=settings.max_image_pixels, source=source,
-                                 progress=bar.update)
+    except (zipfile.BadZipFile, OSError):
+        _fail(f"{path} is a damaged zip archive (its table of contents cannot be read)")
+    # SIGTERM (docker stop, kill) unwinds like Ctrl-C, so the importer removes the
+    # files of its uncommitted batch instead of leaving them without rows.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
+    try:
+        with session_scope(settings.database_url) as s:
+            try:
+                project = find_project(s, project_name)
+            except SetupError as exc:
+                _fail(f"{exc}; create it first with 'hemaloop create-project'")
+            # The bar goes to stderr so --json output stays parseable.
+            with click.progressbar(length=total, label=f"importing {path.name}",
+                                   file=sys.stderr, show_pos=True) as bar:
+                try:
+                    report = import_path(s, settings.storage_dir, project, path,
+                                         max_pixels=settings.max_image_pixels, source=source,
+                                         progress=bar.update)
+                except ImportAborted as exc:
+                    report = exc.report
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -126,7 +141,14 @@ def _import(settings: Settings, path: Path, project_name: str, source: str | Non
                    f"{report.duplicates} duplicate(s) skipped, {len(report.rejected)} rejected")
         for item in report.rejected:
             click.echo(f"  rejected {item['file']}: {item['reason']}", err=True)
+    if report.aborted:
+        click.echo(f"error: {report.aborted}", err=True)
+        sys.exit(1)
     return report
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 @main.command("import")

@@ -1,7 +1,7 @@
 """Image import: from class folders, flat folders or zip archives into a project."""
 
-from .importer import ImportReport, import_path
+from .importer import ImportAborted, ImportReport, import_path
 from .sources import count_files
 from .validate import RejectedImage, decode
 
-__all__ = ["ImportReport", "RejectedImage", "count_files", "decode", "import_path"]
+__all__ = ["ImportAborted", "ImportReport", "RejectedImage", "count_files", "decode", "import_path"]

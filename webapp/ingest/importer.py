@@ -1,24 +1,37 @@
 """Import cell images into a project: validate, deduplicate, store, record.
 
 A bad file never stops an import: it is listed by name with its reason and
-the rest proceeds.  Rows are committed in batches, so an interrupted import
+the rest proceeds; that includes files that cannot even be read (a zip member
+with a bad CRC, an encrypted or deflate64 member, a file without read
+permission, a FIFO).  Rows are committed in batches, so an interrupted import
 keeps what it stored and a re-run skips those files as duplicates.
+
+Storage never keeps a file without a row: files are written before their
+batch commits, and if the batch does not commit (a database error, a full
+disk, Ctrl-C, SIGTERM from the CLI) the batch is rolled back and the files it
+created are deleted again, unless a committed row (another project's import of
+the same content) now points at them.  Only a SIGKILL between writing a file
+and committing its batch can leave one behind.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Annotation, Image, Origin, Project, Split
 
-from .sources import MAX_FILE_BYTES, iter_source
+from .sources import MAX_FILE_BYTES, UnreadableFile, iter_source, read_capped
 from .store import relative_path, sha256_of, write_atomic
 from .validate import RejectedImage, decode
+
+log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 200
 
@@ -29,10 +42,25 @@ class ImportReport:
     duplicates: int = 0
     rejected: list[dict[str, str]] = field(default_factory=list)
     labeled: int = 0
+    # Bytes pulled out of files and archive members: bounded by the size cap
+    # plus one read chunk per refused file, whatever a member claims to hold.
+    bytes_read: int = 0
+    aborted: str | None = None  # set when the import stopped early, for the user
 
     def as_dict(self) -> dict:
-        return {"imported": self.imported, "duplicates": self.duplicates,
-                "rejected": self.rejected}
+        out = {"imported": self.imported, "duplicates": self.duplicates,
+               "rejected": self.rejected}
+        if self.aborted is not None:
+            out["aborted"] = self.aborted
+        return out
+
+
+class ImportAborted(Exception):
+    """The import stopped early; ``report`` holds what was committed before."""
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__(report.aborted)
+        self.report = report
 
 
 def _unit(sha: str, offset: int) -> float:
@@ -53,56 +81,121 @@ def import_path(
     max_pixels: int,
     source: str | None = None,
     progress: Callable[[int], None] | None = None,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> ImportReport:
-    """Import every file under ``path`` into ``project``; returns the report."""
+    """Import every file under ``path`` into ``project``; returns the report.
+
+    Raises ImportAborted (with the report of what was kept) if the import
+    cannot go on: the database or the store failed, not a file.
+    """
     source = source or path.name
     report = ImportReport()
     classes = {c.name.lower(): c for c in project.classes}
     known = set(session.scalars(select(Image.sha256).where(Image.project_id == project.id)))
-    pending = 0
-    for item in iter_source(path):
-        if progress:
-            progress(1)
-        label_class = None
-        if item.label is not None:
-            label_class = classes.get(item.label.lower())
-            if label_class is None:
-                report.rejected.append({"file": item.name, "reason": (
-                    f"unknown class '{item.label}' (this project's classes: "
-                    f"{', '.join(c.name for c in project.classes)})")})
-                continue
-        if item.size > MAX_FILE_BYTES:
-            report.rejected.append({"file": item.name,
-                                    "reason": f"file too large ({item.size:,} bytes)"})
-            continue
-        data = item.read()
-        sha = sha256_of(data)
-        if sha in known:
-            report.duplicates += 1
-            continue
-        try:
-            decoded = decode(data, max_pixels)
-        except RejectedImage as exc:
-            report.rejected.append({"file": item.name, "reason": str(exc)})
-            continue
-        rel = relative_path(sha, decoded.extension)
-        write_atomic(storage_dir, rel, data)
-        image = Image(
-            project_id=project.id, sha256=sha, storage_path=rel, width=decoded.width,
-            height=decoded.height, original_name=item.name[:500], source=source[:200],
-            split=assign_split(sha, project.test_share), shuffle_key=_unit(sha, 16),
-        )
-        session.add(image)
-        if label_class is not None:
-            session.flush()
-            session.add(Annotation(image_id=image.id, origin=Origin.REFERENCE,
-                                   source=source[:200], label_class_id=label_class.id))
-            report.labeled += 1
-        known.add(sha)
-        report.imported += 1
-        pending += 1
-        if pending >= COMMIT_EVERY:
-            session.commit()
-            pending = 0
-    session.commit()
+    batch_files: list[str] = []  # created by this import, not yet committed
+    batch_counts = [0, 0]  # imported, labeled: not yet committed
+    counter = [0]
+
+    def commit() -> None:
+        session.commit()
+        batch_files.clear()
+        batch_counts[:] = [0, 0]
+
+    try:
+        for item in iter_source(path):
+            if progress:
+                progress(1)
+            reason = _import_one(session, storage_dir, project, item, classes, known, source,
+                                 max_pixels, max_file_bytes, counter, report, batch_files,
+                                 batch_counts)
+            report.bytes_read = counter[0]
+            if reason is not None:
+                report.rejected.append({"file": item.name, "reason": reason})
+            if batch_counts[0] >= COMMIT_EVERY:
+                commit()
+        commit()
+    except BaseException as exc:
+        report.bytes_read = counter[0]
+        _roll_back(session, storage_dir, batch_files)
+        report.imported -= batch_counts[0]
+        report.labeled -= batch_counts[1]
+        if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: cleaned up, go on stopping
+            raise
+        if isinstance(exc, OSError) and exc.errno is not None:
+            # The store's own failure (disk full, read-only): the system's words are safe.
+            why = f"cannot write to storage: {os.strerror(exc.errno)}"
+        else:
+            log.exception("import of %s into project %s stopped", path, project.id)
+            why = f"an internal error ({type(exc).__name__}); details are in the server log"
+        report.aborted = (f"the import stopped early: {why}. The {report.imported} image(s) "
+                          "reported as imported are kept; run the import again to continue "
+                          "(they are skipped as duplicates).")
+        raise ImportAborted(report) from exc
     return report
+
+
+def _import_one(session, storage_dir, project, item, classes, known, source, max_pixels,
+                max_file_bytes, counter, report, batch_files, batch_counts) -> str | None:
+    """Import one source file; returns the reason it is rejected, or None."""
+    if item.problem is not None:
+        return item.problem
+    label_class = None
+    if item.label is not None:
+        label_class = classes.get(item.label.lower())
+        if label_class is None:
+            return (f"unknown class '{item.label}' (this project's classes: "
+                    f"{', '.join(c.name for c in project.classes)})")
+    if item.size > max_file_bytes:
+        return f"file too large ({item.size:,} bytes; the limit is {max_file_bytes:,})"
+    try:
+        data = read_capped(item, max_file_bytes, counter)
+    except UnreadableFile as exc:
+        return str(exc)
+    sha = sha256_of(data)
+    if sha in known:
+        report.duplicates += 1
+        return None
+    try:
+        decoded = decode(data, max_pixels)
+    except RejectedImage as exc:
+        return str(exc)
+    del data  # the stored form may be a converted copy: keep one in memory
+    rel = relative_path(sha, decoded.extension)
+    if write_atomic(storage_dir, rel, decoded.data):
+        batch_files.append(rel)
+    image = Image(
+        project_id=project.id, sha256=sha, storage_path=rel, width=decoded.width,
+        height=decoded.height, original_name=item.name[:500], source=source[:200],
+        split=assign_split(sha, project.test_share), shuffle_key=_unit(sha, 16),
+    )
+    session.add(image)
+    if label_class is not None:
+        session.flush()
+        session.add(Annotation(image_id=image.id, origin=Origin.REFERENCE,
+                               source=source[:200], label_class_id=label_class.id))
+        report.labeled += 1
+        batch_counts[1] += 1
+    known.add(sha)
+    report.imported += 1
+    batch_counts[0] += 1
+    return None
+
+
+def _roll_back(session: Session, storage_dir: Path, created: list[str]) -> None:
+    """Undo the uncommitted batch: its rows, and the files it put in storage."""
+    try:
+        session.rollback()
+    except Exception:
+        log.warning("rollback failed while stopping an import", exc_info=True)
+    if not created:
+        return
+    try:
+        # Another project may have committed a row for the same content meanwhile.
+        referenced = set(session.scalars(
+            select(Image.storage_path).where(Image.storage_path.in_(created))))
+        session.rollback()
+    except Exception:  # noqa: BLE001 -- database down: no committed row can name them
+        referenced = set()
+    for rel in created:
+        if rel not in referenced:
+            (storage_dir / rel).unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from models.pixels import to_rgb
+
 # Pillow releases the GIL while decoding, so two threads overlap decoding with
 # the model's forward pass on the worker's few cores without oversubscribing.
 DECODE_THREADS = 2
@@ -29,10 +31,13 @@ def load_image(path: str | Path, input_size: int) -> np.ndarray:
 
     The scaling is exactly keras.applications.inception_v3.preprocess_input
     ("tf" mode: x / 127.5 - 1), done in NumPy so no TensorFlow op runs here.
+    High bit-depth images are scaled to 8 bits first (models.pixels), the same
+    way the importer scales them for display; a multi-frame file gives its
+    first frame.
     """
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            rgb = to_rgb(image)
             resized = rgb.resize((input_size, input_size), Image.Resampling.BILINEAR)
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found") from None
@@ -41,6 +46,11 @@ def load_image(path: str | Path, input_size: int) -> np.ndarray:
         # corrupt headers surface as ValueError/SyntaxError from plugins.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageLoadError(path, f"cannot decode image ({reason})") from None
+    except Exception as exc:  # noqa: BLE001
+        # Pillow's plugins raise other types on some malformed files (struct.error,
+        # IndexError, ZeroDivisionError…; found by tests/test_image_fuzz.py). A bad
+        # file is the file's problem: skip it with its reason, never crash a round.
+        raise ImageLoadError(path, f"cannot decode image ({type(exc).__name__})") from None
     array = np.asarray(resized, dtype=np.float32)
     return array / np.float32(127.5) - np.float32(1.0)
 
