@@ -67,7 +67,7 @@ def _first_mpo_frame(data: bytes, img: PILImage.Image) -> bytes:
             if frame.format == "JPEG" and frame.size == img.size:
                 frame.load()
                 return first
-    except Exception:  # noqa: BLE001 -- any doubt: keep the original, already decoded
+    except Exception:  # any doubt: keep the original, already decoded
         log.debug("MPO index unusable; keeping the whole file", exc_info=True)
     return data
 
