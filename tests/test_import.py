@@ -19,6 +19,7 @@ from sqlalchemy import select
 from models import Annotation, Image, LabelClass, Origin, Project, Split
 from models.db import session_scope
 from models.settings import load_settings
+from tests import image_corpus as corpus
 from tests.conftest import DEMO_DIR, base_env, small_demo_copy
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
@@ -413,3 +414,360 @@ def test_cli_import_refusals(cli_env, tmp_path):
     settings = load_settings(cli_env)
     with session_scope(settings.database_url) as s:
         assert s.scalars(select(Image)).all() == []
+
+
+# --- unreadable files and members (issue 11, defect 2) -------------------------------
+
+def _stored_files(settings) -> set[str]:
+    if not settings.images_dir.exists():
+        return set()
+    return {p.relative_to(settings.storage_dir).as_posix()
+            for p in settings.images_dir.rglob("*") if p.is_file()}
+
+
+def _rows(settings, project_id: int) -> dict[str, str]:
+    """original_name -> storage_path of a project's images."""
+    with session_scope(settings.database_url) as s:
+        return dict(s.execute(select(Image.original_name, Image.storage_path)
+                              .where(Image.project_id == project_id)).all())
+
+
+def test_unreadable_zip_members_are_rejected_by_name(settings, tmp_path):
+    good = {f"good-{i}.jpg": corpus.cell(i) for i in range(3)}
+    archive = tmp_path / "mixed.zip"
+    expected = corpus.zip_with_bad_members(archive, good)
+    pid = _new_project(settings)
+    report = _import(settings, pid, archive)
+    got = {r["file"]: r["reason"] for r in report.rejected}
+    assert set(got) == set(expected), got
+    for name, words in expected.items():
+        assert words in got[name], (name, got[name])
+    assert "Traceback" not in str(got) and "ZipInfo" not in str(got)
+    assert (report.imported, report.duplicates) == (3, 0)
+    rows = _rows(settings, pid)
+    assert set(rows) == set(good)
+    assert _stored_files(settings) == set(rows.values())
+
+
+def test_cli_prints_json_for_an_archive_with_unreadable_members(cli_env, tmp_path):
+    good = {f"good-{i}.jpg": corpus.cell(10 + i) for i in range(2)}
+    archive = tmp_path / "mixed.zip"
+    expected = corpus.zip_with_bad_members(archive, good)
+    report = _json_import(cli_env, archive)
+    assert report["imported"] == 2
+    assert {r["file"] for r in report["rejected"]} == set(expected)
+
+
+def _nobody() -> int:
+    import pwd
+
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return 65534
+
+
+def test_file_without_read_permission_is_rejected_by_name(tmp_path, database_url):
+    """chmod 000 stops every user but root; so the import runs as 'nobody' in a child."""
+    import os
+    import tempfile
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork to drop privileges")
+    # Everything the child touches lives in a world-writable folder (pytest's
+    # tmp_path is private to root).
+    base = Path(tempfile.mkdtemp(prefix="hemaloop-perm-"))
+    try:
+        base.chmod(0o777)
+        env = base_env(base, HEMALOOP_DATABASE_URL=database_url)
+        if database_url.startswith("sqlite"):
+            db = base / "db.sqlite"
+            shutil.copy(database_url.removeprefix("sqlite:///"), db)
+            db.chmod(0o666)
+            env["HEMALOOP_DATABASE_URL"] = f"sqlite:///{db}"
+        settings = load_settings(env)
+        settings.storage_dir.mkdir(parents=True)
+        for d in (settings.instance_dir, settings.storage_dir):
+            d.chmod(0o777)
+        pid = _new_project(settings)
+        src = base / "cells"
+        src.mkdir()
+        src.chmod(0o777)
+        for i in range(3):
+            (src / f"ok-{i}.png").write_bytes(corpus.cell(20 + i, fmt="PNG"))
+        secret = src / "secret.png"
+        secret.write_bytes(corpus.cell(30, fmt="PNG"))
+        secret.chmod(0o000)
+        for p in src.iterdir():
+            if p != secret:
+                p.chmod(0o644)
+
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: drop to 'nobody', import, report, exit
+            code = 1
+            try:
+                os.close(read)
+                os.setgid(_nobody())
+                os.setuid(_nobody())
+                from models.db import get_engine
+                get_engine(settings.database_url).dispose()  # no connection from the parent
+                report = _import(settings, pid, src)
+                os.write(write, json.dumps(report.as_dict()).encode())
+                code = 0
+            except BaseException as exc:  # noqa: BLE001 -- tell the parent, never return
+                os.write(write, json.dumps({"error": repr(exc)}).encode())
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as fh:
+            out = json.loads(fh.read() or "{}")
+        os.waitpid(child, 0)
+        assert "error" not in out, out
+        assert out["imported"] == 3
+        assert out["rejected"] == [{"file": "secret.png",
+                                    "reason": "cannot read file: permission denied"}]
+        assert _stored_files(settings) == set(_rows(settings, pid).values())
+    finally:
+        for p in base.rglob("*"):
+            p.chmod(0o755) if p.is_dir() else p.chmod(0o644)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_links_fifos_and_folder_links_are_reported(sqlite_settings, tmp_path):
+    import os
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.png").write_bytes(corpus.cell(40, fmt="PNG"))
+    src = tmp_path / "cells"
+    (src / "neutrophil").mkdir(parents=True)
+    (src / "neutrophil" / "real.jpg").write_bytes(corpus.cell(41))
+    (src / "neutrophil" / "inside-link.jpg").symlink_to(src / "neutrophil" / "real.jpg")
+    (src / "neutrophil" / "escape.png").symlink_to(outside / "private.png")
+    (src / "neutrophil" / "relative-escape.png").symlink_to("../../elsewhere/private.png")
+    (src / "neutrophil" / "broken.jpg").symlink_to(src / "neutrophil" / "gone.jpg")
+    (src / "monocyte").symlink_to(outside, target_is_directory=True)
+    (src / "lymphocyte").mkdir()
+    (src / "lymphocyte" / "sub").symlink_to(src / "neutrophil", target_is_directory=True)
+    os.mkfifo(src / "neutrophil" / "pipe.jpg")
+    pid = _new_project(sqlite_settings)
+    report = _import(sqlite_settings, pid, src)  # returns: the FIFO is never opened
+    got = {r["file"]: r["reason"] for r in report.rejected}
+    assert got == {
+        "neutrophil/escape.png": "symbolic link leading outside the imported folder (refused)",
+        "neutrophil/relative-escape.png":
+            "symbolic link leading outside the imported folder (refused)",
+        "neutrophil/broken.jpg": "broken symbolic link (its target does not exist)",
+        "monocyte": "symbolic link leading outside the imported folder (refused)",
+        "lymphocyte/sub": "symbolic link to a folder (not followed)",
+        "neutrophil/pipe.jpg": "not a regular file (a FIFO (named pipe))",
+    }
+    # The link inside the folder is read: the same content, so a duplicate.
+    assert (report.imported, report.duplicates, report.labeled) == (1, 1, 1)
+    assert set(_rows(sqlite_settings, pid)) == {"neutrophil/inside-link.jpg"}  # sorted first
+
+
+# --- an import that stops: no file without a row -------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+def _stopping_at(n: int, exc: BaseException):
+    seen = [0]
+
+    def progress(step: int) -> None:
+        seen[0] += step
+        if seen[0] == n:
+            raise exc
+    return progress
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), _Stop("boom")], ids=["ctrl-c", "error"])
+def test_stopped_import_leaves_no_orphan_files(settings, tmp_path, monkeypatch, exc):
+    from webapp.ingest import ImportAborted, importer
+
+    monkeypatch.setattr(importer, "COMMIT_EVERY", 3)  # batches of 3: one commits, one not
+    src = tmp_path / "cells"
+    src.mkdir()
+    for i in range(8):
+        (src / f"c{i}.jpg").write_bytes(corpus.cell(50 + i))
+    pid = _new_project(settings)
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        if isinstance(exc, KeyboardInterrupt):
+            with pytest.raises(KeyboardInterrupt):
+                import_path(s, settings.storage_dir, project, src,
+                            max_pixels=settings.max_image_pixels, progress=_stopping_at(6, exc))
+        else:
+            with pytest.raises(ImportAborted) as stopped:
+                import_path(s, settings.storage_dir, project, src,
+                            max_pixels=settings.max_image_pixels, progress=_stopping_at(6, exc))
+            report = stopped.value.report
+            assert report.imported == 3
+            assert "internal error (_Stop)" in report.aborted and "boom" not in report.aborted
+            assert report.as_dict()["aborted"] == report.aborted
+    rows = _rows(settings, pid)
+    assert len(rows) == 3  # the first batch committed; c3, c4 were stored, then rolled back
+    assert _stored_files(settings) == set(rows.values())
+    # Run again: the rest comes in, the committed ones are duplicates.
+    again = _import(settings, pid, src)
+    assert (again.imported, again.duplicates) == (5, 3)
+    assert _stored_files(settings) == set(_rows(settings, pid).values())
+
+
+def test_rollback_keeps_a_file_another_project_committed(sqlite_settings, tmp_path):
+    """Storage is shared across projects by content: only unreferenced files are removed."""
+    src = tmp_path / "cells"
+    src.mkdir()
+    for i in range(2):
+        (src / f"c{i}.jpg").write_bytes(corpus.cell(70 + i))
+    first = _new_project(sqlite_settings, "first")
+    assert _import(sqlite_settings, first, src).imported == 2
+    before = _stored_files(sqlite_settings)
+    second = _new_project(sqlite_settings, "second")
+    with session_scope(sqlite_settings.database_url) as s:
+        with pytest.raises(KeyboardInterrupt):
+            import_path(s, sqlite_settings.storage_dir, s.get(Project, second), src,
+                        max_pixels=sqlite_settings.max_image_pixels,
+                        progress=_stopping_at(2, KeyboardInterrupt()))
+    assert _stored_files(sqlite_settings) == before == set(_rows(sqlite_settings, first).values())
+
+
+def test_cli_storage_failure_prints_json_and_leaves_no_orphans(cli_env, tmp_path):
+    settings = load_settings(cli_env)
+    src = tmp_path / "cells"
+    src.mkdir()
+    datas = [corpus.cell(80 + i) for i in range(3)]
+    for i, data in enumerate(datas):
+        (src / f"c{i}.jpg").write_bytes(data)
+    # The last file's shard folder is taken by a plain file: storing it fails.
+    shard = _sha(datas[2])[:2]
+    assert shard not in {_sha(d)[:2] for d in datas[:2]}
+    settings.images_dir.mkdir(parents=True)
+    (settings.images_dir / shard).write_bytes(b"in the way")
+    result = _cli(cli_env, "import", str(src), "--project", "cells", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["imported"] == 0 and report["rejected"] == []
+    assert report["aborted"].startswith("the import stopped early: cannot write to storage:")
+    assert "error: the import stopped early" in result.stderr
+    assert "Traceback" not in result.output
+    assert _stored_files(settings) == {f"images/{shard}"}  # only the obstacle: no orphans
+    with session_scope(settings.database_url) as s:
+        assert s.scalars(select(Image)).all() == []
+
+
+# --- streaming and the size cap (defect 6) ----------------------------------------
+
+def test_bomb_member_is_refused_after_reading_at_most_cap_plus_a_chunk(sqlite_settings,
+                                                                       tmp_path):
+    from webapp.ingest.sources import READ_CHUNK, SourceFile, TooLarge, read_capped
+
+    cap = 1024 * 1024
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb.jpg", b"\0" * (64 * 1024 * 1024))  # 64 MiB of zeros, ~64 kB zipped
+        zf.writestr("cell.jpg", corpus.cell(90))
+    assert archive.stat().st_size < 200_000
+    pid = _new_project(sqlite_settings)
+    with session_scope(sqlite_settings.database_url) as s:
+        report = import_path(s, sqlite_settings.storage_dir, s.get(Project, pid), archive,
+                             max_pixels=sqlite_settings.max_image_pixels, max_file_bytes=cap)
+    assert report.imported == 1
+    assert report.rejected == [{"file": "bomb.jpg", "reason":
+                                f"file too large (67,108,864 bytes; the limit is {cap:,})"}]
+    assert report.bytes_read <= cap + READ_CHUNK
+
+    # The declared size is only a first look; reading enforces the cap itself.
+    with zipfile.ZipFile(archive) as zf:
+        liar = SourceFile("bomb.jpg", None, 0, lambda: zf.open("bomb.jpg"))
+        counter = [0]
+        with pytest.raises(TooLarge, match="more than 1,048,576 bytes"):
+            read_capped(liar, cap, counter)
+    assert cap < counter[0] <= cap + READ_CHUNK
+
+
+def test_member_with_a_lying_size_is_refused_not_read_whole(sqlite_settings, tmp_path):
+    """A header claiming 1,000 bytes for 64 MiB: zipfile stops at 1,000 and the CRC fails."""
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("liar.jpg", b"\0" * (64 * 1024 * 1024))
+    data = bytearray(archive.read_bytes())
+    central = corpus._central_entries(bytes(data))["liar.jpg"]
+    struct.pack_into("<I", data, 22, 1000)  # local header: uncompressed size
+    struct.pack_into("<I", data, central + 24, 1000)  # central directory: the same
+    archive.write_bytes(bytes(data))
+    pid = _new_project(sqlite_settings)
+    report = _import(sqlite_settings, pid, archive)
+    assert report.rejected == [{"file": "liar.jpg",
+                                "reason": "corrupt archive member (bad CRC-32)"}]
+    assert report.bytes_read <= 1000
+
+
+def test_unsafe_names_and_nested_zips_are_refused(sqlite_settings, tmp_path):
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("x.jpg", corpus.cell(95))
+    archive = tmp_path / "crafted.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("../x.jpg", corpus.cell(96))
+        zf.writestr("/abs/y.jpg", corpus.cell(97))
+        zf.writestr("a/../../z.jpg", corpus.cell(98))
+        zf.writestr("inner.zip", inner.getvalue())
+        zf.writestr("ok/cell.jpg", corpus.cell(99))
+    pid = _new_project(sqlite_settings)
+    report = _import(sqlite_settings, pid, archive)
+    got = {r["file"]: r["reason"] for r in report.rejected}
+    unsafe = ("unsafe name in the archive (an absolute path or one leaving the archive's "
+              "folder)")
+    assert got == {
+        "../x.jpg": unsafe, "/abs/y.jpg": unsafe, "a/../../z.jpg": unsafe,
+        "inner.zip": "a zip archive inside the import: unpack it and import it separately",
+    }
+    assert report.imported == 1
+    assert set(_rows(sqlite_settings, pid)) == {"ok/cell.jpg"}
+
+
+# --- high bit depth, TIFF and MPO (defect 3) ---------------------------------------
+
+def test_16bit_tiff_and_mpo_are_stored_for_browsers(settings, tmp_path):
+    import numpy as np
+
+    src = tmp_path / "formats"
+    src.mkdir()
+    (src / "ramp16.png").write_bytes(corpus.png16_ramp())
+    (src / "ramp16.tif").write_bytes(corpus.tiff_ramp("I;16B"))
+    (src / "float.tif").write_bytes(corpus.tiff_ramp("F"))
+    (src / "rgb.tif").write_bytes(corpus.tiff_rgb(1))
+    (src / "rgb48.png").write_bytes(corpus.png48_ramp())
+    (src / "stereo.jpg").write_bytes(corpus.mpo((200, 20, 20), (20, 200, 20)))
+    pid = _new_project(settings)
+    report = _import(settings, pid, src)
+    assert report.rejected == [] and report.imported == 6
+    rows = _rows(settings, pid)
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (8, 1))
+    for name in ("ramp16.png", "ramp16.tif", "float.tif"):
+        assert rows[name].endswith(".png"), name
+        with PILImage.open(settings.storage_dir / rows[name]) as stored:
+            assert (stored.format, stored.mode) == ("PNG", "L")
+            np.testing.assert_array_equal(np.asarray(stored), ramp, err_msg=name)
+    with PILImage.open(settings.storage_dir / rows["rgb.tif"]) as stored:
+        assert stored.format == "PNG"
+        original = PILImage.open(src / "rgb.tif")
+        np.testing.assert_array_equal(np.asarray(stored), np.asarray(original))
+    with PILImage.open(settings.storage_dir / rows["rgb48.png"]) as stored:
+        rgb = np.asarray(stored.convert("RGB"))
+        np.testing.assert_array_equal(rgb[0, :, 0], np.arange(256))
+        np.testing.assert_array_equal(rgb[0, :, 1], np.arange(255, -1, -1))
+    assert rows["stereo.jpg"].endswith(".jpg")
+    stored_mpo = settings.storage_dir / rows["stereo.jpg"]
+    with PILImage.open(stored_mpo) as stored:
+        assert stored.format == "JPEG" and getattr(stored, "n_frames", 1) == 1
+        r, g, _ = stored.convert("RGB").getpixel((20, 15))
+        assert r > 150 and g < 60  # the first (red) frame
+    assert stored_mpo.stat().st_size < len(corpus.mpo((200, 20, 20), (20, 200, 20)))
+    # The content hash is the imported file's: importing it again is a duplicate.
+    assert _import(settings, pid, src).as_dict() == {"imported": 0, "duplicates": 6,
+                                                      "rejected": []}

@@ -198,9 +198,9 @@ def _zip(path: Path) -> Iterator[SourceFile]:
     with zipfile.ZipFile(path) as archive:
         for info in sorted(archive.infolist(), key=lambda i: i.filename):
             parts = PurePosixPath(info.filename).parts
-            if info.is_dir() or any(_hidden(p) for p in parts):
+            problem = _zip_problem(info)  # first: ".." would pass for a hidden name
+            if info.is_dir() or (problem is None and any(_hidden(p) for p in parts)):
                 continue
-            problem = _zip_problem(info)
             if problem:
                 yield SourceFile(info.filename, None, info.file_size, problem=problem)
                 continue

@@ -53,8 +53,27 @@ def _png(image: PILImage.Image) -> bytes:
     return out.getvalue()
 
 
+def _without_mp_index(jpeg: bytes) -> bytes:
+    """``jpeg`` without its APP2 "MPF" segments (the index of the other frames).
+
+    Only the segments before the image data are walked; the rest is copied as is.
+    """
+    out, pos = [jpeg[:2]], 2
+    while pos + 4 <= len(jpeg) and jpeg[pos] == 0xFF:
+        marker = jpeg[pos + 1]
+        if marker == 0xDA:  # start of scan: image data follows
+            break
+        length = int.from_bytes(jpeg[pos + 2:pos + 4], "big")
+        segment = jpeg[pos:pos + 2 + length]
+        if not (marker == 0xE2 and segment[4:8] == b"MPF\0"):
+            out.append(segment)
+        pos += 2 + length
+    out.append(jpeg[pos:])
+    return b"".join(out)
+
+
 def _first_mpo_frame(data: bytes, img: PILImage.Image) -> bytes:
-    """The bytes of an MPO's first frame, a plain JPEG; the whole file if unsure.
+    """The first frame of an MPO as a plain JPEG; the whole file if unsure.
 
     The MP index gives each frame's size; the first frame starts at 0.  If the
     index is missing or wrong, the whole file is kept: browsers show its first
@@ -62,7 +81,7 @@ def _first_mpo_frame(data: bytes, img: PILImage.Image) -> bytes:
     """
     try:
         size = int(img.mpinfo[0xB002][0]["Size"])  # type: ignore[attr-defined]
-        first = data[:size]
+        first = _without_mp_index(data[:size])
         with PILImage.open(io.BytesIO(first)) as frame:
             if frame.format == "JPEG" and frame.size == img.size:
                 frame.load()
