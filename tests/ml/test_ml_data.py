@@ -68,3 +68,49 @@ def test_image_batches_without_failure_list_and_empty_input(mixed_paths):
     assert list(image_batches([], 75, batch_size=4)) == []
     with pytest.raises(ValueError):
         list(image_batches(mixed_paths, 75, batch_size=0))
+
+
+# --- high bit depth (issue 11, defect 3) ---------------------------------------------
+
+def _ramp_expected() -> np.ndarray:
+    """What load_image gives for the 8-bit ramp 0..255 at 256 x 256, per channel."""
+    return np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+@pytest.mark.parametrize("kind", ["png16", "I;16", "I;16B", "I", "F"])
+def test_high_bit_depth_greyscale_is_scaled_not_clipped(tmp_path, kind):
+    from tests import image_corpus as corpus
+
+    data = corpus.png16_ramp() if kind == "png16" else corpus.tiff_ramp(kind)
+    path = tmp_path / ("ramp.png" if kind == "png16" else "ramp.tif")
+    path.write_bytes(data)
+    x = load_image(path, 256)  # 256 wide: the resize keeps every column
+    assert x.shape == (256, 256, 3)
+    assert x.max() - x.min() > 1.9  # before the fix: 1.0 everywhere, a white square
+    for channel in range(3):
+        np.testing.assert_allclose(x[100, :, channel], _ramp_expected(), atol=1e-6)
+
+
+def test_48bit_rgb_png_keeps_its_colours(tmp_path):
+    from tests import image_corpus as corpus
+
+    path = tmp_path / "rgb48.png"
+    path.write_bytes(corpus.png48_ramp())
+    x = load_image(path, 256)
+    np.testing.assert_allclose(x[0, :, 0], _ramp_expected(), atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 1], _ramp_expected()[::-1], atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 2], 128 / 127.5 - 1.0, atol=1e-6)
+
+
+def test_mpo_gives_its_first_frame_and_cmyk_is_converted(tmp_path):
+    from tests import image_corpus as corpus
+
+    path = tmp_path / "stereo.jpg"
+    path.write_bytes(corpus.mpo((220, 20, 20), (20, 220, 20)))
+    x = load_image(path, 75)
+    r, g, _ = ((x[37, 37] + 1.0) * 127.5).round()
+    assert r > 180 and g < 60
+    cmyk = tmp_path / "cmyk.jpg"
+    cmyk.write_bytes(corpus.cmyk_jpeg())
+    y = load_image(cmyk, 75)
+    assert y.shape == (75, 75, 3) and -1.0 <= y.min() and y.max() <= 1.0
