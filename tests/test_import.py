@@ -771,3 +771,36 @@ def test_16bit_tiff_and_mpo_are_stored_for_browsers(settings, tmp_path):
     # The content hash is the imported file's: importing it again is a duplicate.
     assert _import(settings, pid, src).as_dict() == {"imported": 0, "duplicates": 6,
                                                       "rejected": []}
+
+
+def test_tiff_is_served_as_png_also_when_stored_before_conversion(app, settings, tmp_path):
+    import numpy as np
+
+    from tests.conftest import LoggedIn, make_user
+
+    src = tmp_path / "tiffs"
+    src.mkdir()
+    (src / "new.tif").write_bytes(corpus.tiff_rgb(5))
+    pid = _new_project(settings)
+    assert _import(settings, pid, src).imported == 1
+    # A TIFF stored as it came, the way imports before this change kept them.
+    legacy = settings.images_dir / "legacy" / "old.tif"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(corpus.tiff_ramp("I;16"))
+    with session_scope(settings.database_url) as s:
+        new_id = s.scalar(select(Image.id).where(Image.project_id == pid))
+        old = Image(project_id=pid, sha256=_sha(legacy.read_bytes()),
+                    storage_path="images/legacy/old.tif", width=256, height=8,
+                    original_name="old.tif", source="before", split=Split.POOL,
+                    shuffle_key=0.5)
+        s.add(old)
+        s.flush()
+        old_id = old.id
+    make_user(settings, "reader", "pathologist")
+    reader = LoggedIn(app.test_client(), "reader")
+    for image_id in (new_id, old_id):
+        response = reader.get(f"/images/{image_id}")
+        assert response.status_code == 200 and response.mimetype == "image/png"
+        shown = PILImage.open(io.BytesIO(response.data))
+        assert shown.format == "PNG"
+    np.testing.assert_array_equal(np.asarray(shown)[0], np.arange(256))  # scaled, not clipped
