@@ -77,7 +77,7 @@ def test_validator_and_loader_only_raise_their_own_errors():
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         @given(mutated())
         def check(example: tuple[str, bytes]) -> None:
-            kind, data = example
+            _, data = example
             raw = folder / "raw.img"
             raw.write_bytes(data)
             try:

@@ -617,22 +617,37 @@ def test_stopped_import_leaves_no_orphan_files(settings, tmp_path, monkeypatch, 
     assert _stored_files(settings) == set(_rows(settings, pid).values())
 
 
-def test_rollback_keeps_a_file_another_project_committed(sqlite_settings, tmp_path):
-    """Storage is shared across projects by content: only unreferenced files are removed."""
+def test_rollback_keeps_a_file_another_project_committed(settings, tmp_path):
+    """Storage is shared across projects by content: a rollback removes only its own files.
+
+    While project 'second' imports c0 (file stored, row not yet committed), project
+    'first' commits a row for the same content; then 'second' is interrupted.
+    """
     src = tmp_path / "cells"
     src.mkdir()
     for i in range(2):
         (src / f"c{i}.jpg").write_bytes(corpus.cell(70 + i))
-    first = _new_project(sqlite_settings, "first")
-    assert _import(sqlite_settings, first, src).imported == 2
-    before = _stored_files(sqlite_settings)
-    second = _new_project(sqlite_settings, "second")
-    with session_scope(sqlite_settings.database_url) as s:
-        with pytest.raises(KeyboardInterrupt):
-            import_path(s, sqlite_settings.storage_dir, s.get(Project, second), src,
-                        max_pixels=sqlite_settings.max_image_pixels,
-                        progress=_stopping_at(2, KeyboardInterrupt()))
-    assert _stored_files(sqlite_settings) == before == set(_rows(sqlite_settings, first).values())
+    first = _new_project(settings, "first")
+    second = _new_project(settings, "second")
+    seen = [0]
+
+    def progress(step: int) -> None:
+        seen[0] += step
+        if seen[0] == 2:  # c0 is in storage, its row in second's open transaction
+            (rel,) = _stored_files(settings)
+            with session_scope(settings.database_url) as other:
+                other.add(Image(project_id=first, sha256=_sha(corpus.cell(70)),
+                                storage_path=rel, width=32, height=32, original_name="c0.jpg",
+                                source="first", split=Split.POOL, shuffle_key=0.1))
+            raise KeyboardInterrupt
+
+    with session_scope(settings.database_url) as s, pytest.raises(KeyboardInterrupt):
+        import_path(s, settings.storage_dir, s.get(Project, second), src,
+                    max_pixels=settings.max_image_pixels, progress=progress)
+    assert _rows(settings, second) == {}
+    kept = _rows(settings, first)
+    assert set(kept) == {"c0.jpg"}
+    assert _stored_files(settings) == set(kept.values())  # kept: first's row needs it
 
 
 def test_cli_storage_failure_prints_json_and_leaves_no_orphans(cli_env, tmp_path):
