@@ -110,6 +110,8 @@ def _import(settings: Settings, path: Path, project_name: str, source: str | Non
         total = count_files(path)
     except FileNotFoundError as exc:
         _fail(str(exc))
+    except PermissionError:
+        _fail(f"cannot read {path}: permission denied")
     except (zipfile.BadZipFile, OSError):
         _fail(f"{path} is a damaged zip archive (its table of contents cannot be read)")
     # SIGTERM (docker stop, kill) unwinds like Ctrl-C, so the importer removes the

@@ -27,7 +27,13 @@ from sqlalchemy.orm import Session
 
 from models import Annotation, Image, Origin, Project, Split
 
-from .sources import MAX_FILE_BYTES, UnreadableFile, iter_source, read_capped
+from .sources import (
+    MAX_FILE_BYTES,
+    SourceFile,
+    UnreadableFile,
+    iter_source,
+    read_capped,
+)
 from .store import relative_path, sha256_of, write_atomic
 from .validate import RejectedImage, decode
 
@@ -88,37 +94,19 @@ def import_path(
     Raises ImportAborted (with the report of what was kept) if the import
     cannot go on: the database or the store failed, not a file.
     """
-    source = source or path.name
-    report = ImportReport()
-    classes = {c.name.lower(): c for c in project.classes}
-    known = set(session.scalars(select(Image.sha256).where(Image.project_id == project.id)))
-    batch_files: list[str] = []  # created by this import, not yet committed
-    batch_counts = [0, 0]  # imported, labeled: not yet committed
-    counter = [0]
-
-    def commit() -> None:
-        session.commit()
-        batch_files.clear()
-        batch_counts[:] = [0, 0]
-
+    run = _Run(session, storage_dir, project, source or path.name, max_pixels, max_file_bytes)
     try:
         for item in iter_source(path):
             if progress:
                 progress(1)
-            reason = _import_one(session, storage_dir, project, item, classes, known, source,
-                                 max_pixels, max_file_bytes, counter, report, batch_files,
-                                 batch_counts)
-            report.bytes_read = counter[0]
+            reason = run.add(item)
             if reason is not None:
-                report.rejected.append({"file": item.name, "reason": reason})
-            if batch_counts[0] >= COMMIT_EVERY:
-                commit()
-        commit()
+                run.report.rejected.append({"file": item.name, "reason": reason})
+            if run.batch_imported >= COMMIT_EVERY:
+                run.commit()
+        run.commit()
     except BaseException as exc:
-        report.bytes_read = counter[0]
-        _roll_back(session, storage_dir, batch_files)
-        report.imported -= batch_counts[0]
-        report.labeled -= batch_counts[1]
+        run.roll_back()
         if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: cleaned up, go on stopping
             raise
         if isinstance(exc, OSError) and exc.errno is not None:
@@ -127,75 +115,105 @@ def import_path(
         else:
             log.exception("import of %s into project %s stopped", path, project.id)
             why = f"an internal error ({type(exc).__name__}); details are in the server log"
+        report = run.report
         report.aborted = (f"the import stopped early: {why}. The {report.imported} image(s) "
                           "reported as imported are kept; run the import again to continue "
                           "(they are skipped as duplicates).")
         raise ImportAborted(report) from exc
-    return report
+    return run.report
 
 
-def _import_one(session, storage_dir, project, item, classes, known, source, max_pixels,
-                max_file_bytes, counter, report, batch_files, batch_counts) -> str | None:
-    """Import one source file; returns the reason it is rejected, or None."""
-    if item.problem is not None:
-        return item.problem
-    label_class = None
-    if item.label is not None:
-        label_class = classes.get(item.label.lower())
-        if label_class is None:
-            return (f"unknown class '{item.label}' (this project's classes: "
-                    f"{', '.join(c.name for c in project.classes)})")
-    if item.size > max_file_bytes:
-        return f"file too large ({item.size:,} bytes; the limit is {max_file_bytes:,})"
-    try:
-        data = read_capped(item, max_file_bytes, counter)
-    except UnreadableFile as exc:
-        return str(exc)
-    sha = sha256_of(data)
-    if sha in known:
-        report.duplicates += 1
+class _Run:
+    """One import in progress: its report and its batch not yet committed."""
+
+    def __init__(self, session: Session, storage_dir: Path, project: Project, source: str,
+                 max_pixels: int, max_file_bytes: int) -> None:
+        self.session, self.storage_dir, self.project = session, storage_dir, project
+        self.source, self.max_pixels, self.max_file_bytes = source, max_pixels, max_file_bytes
+        self.report = ImportReport()
+        self.classes = {c.name.lower(): c for c in project.classes}
+        self.known = set(session.scalars(
+            select(Image.sha256).where(Image.project_id == project.id)))
+        self.bytes_read = [0]  # read_capped's counter
+        # The uncommitted batch: files this import created, and its counts.
+        self.batch_files: list[str] = []
+        self.batch_imported = self.batch_labeled = 0
+
+    def add(self, item: SourceFile) -> str | None:
+        """Import one source file; returns the reason it is rejected, or None."""
+        try:
+            return self._add(item)
+        finally:
+            self.report.bytes_read = self.bytes_read[0]
+
+    def _add(self, item: SourceFile) -> str | None:
+        if item.problem is not None:
+            return item.problem
+        label_class = None
+        if item.label is not None:
+            label_class = self.classes.get(item.label.lower())
+            if label_class is None:
+                return (f"unknown class '{item.label}' (this project's classes: "
+                        f"{', '.join(c.name for c in self.project.classes)})")
+        if item.size > self.max_file_bytes:
+            return f"file too large ({item.size:,} bytes; the limit is {self.max_file_bytes:,})"
+        try:
+            data = read_capped(item, self.max_file_bytes, self.bytes_read)
+        except UnreadableFile as exc:
+            return str(exc)
+        sha = sha256_of(data)
+        if sha in self.known:
+            self.report.duplicates += 1
+            return None
+        try:
+            decoded = decode(data, self.max_pixels)
+        except RejectedImage as exc:
+            return str(exc)
+        del data  # the stored form may be a converted copy: keep one in memory
+        rel = relative_path(sha, decoded.extension)
+        if write_atomic(self.storage_dir, rel, decoded.data):
+            self.batch_files.append(rel)
+        image = Image(
+            project_id=self.project.id, sha256=sha, storage_path=rel, width=decoded.width,
+            height=decoded.height, original_name=item.name[:500], source=self.source[:200],
+            split=assign_split(sha, self.project.test_share), shuffle_key=_unit(sha, 16),
+        )
+        self.session.add(image)
+        if label_class is not None:
+            self.session.flush()
+            self.session.add(Annotation(image_id=image.id, origin=Origin.REFERENCE,
+                                        source=self.source[:200],
+                                        label_class_id=label_class.id))
+            self.report.labeled += 1
+            self.batch_labeled += 1
+        self.known.add(sha)
+        self.report.imported += 1
+        self.batch_imported += 1
         return None
-    try:
-        decoded = decode(data, max_pixels)
-    except RejectedImage as exc:
-        return str(exc)
-    del data  # the stored form may be a converted copy: keep one in memory
-    rel = relative_path(sha, decoded.extension)
-    if write_atomic(storage_dir, rel, decoded.data):
-        batch_files.append(rel)
-    image = Image(
-        project_id=project.id, sha256=sha, storage_path=rel, width=decoded.width,
-        height=decoded.height, original_name=item.name[:500], source=source[:200],
-        split=assign_split(sha, project.test_share), shuffle_key=_unit(sha, 16),
-    )
-    session.add(image)
-    if label_class is not None:
-        session.flush()
-        session.add(Annotation(image_id=image.id, origin=Origin.REFERENCE,
-                               source=source[:200], label_class_id=label_class.id))
-        report.labeled += 1
-        batch_counts[1] += 1
-    known.add(sha)
-    report.imported += 1
-    batch_counts[0] += 1
-    return None
 
+    def commit(self) -> None:
+        self.session.commit()
+        self.batch_files.clear()
+        self.batch_imported = self.batch_labeled = 0
 
-def _roll_back(session: Session, storage_dir: Path, created: list[str]) -> None:
-    """Undo the uncommitted batch: its rows, and the files it put in storage."""
-    try:
-        session.rollback()
-    except Exception:
-        log.warning("rollback failed while stopping an import", exc_info=True)
-    if not created:
-        return
-    try:
-        # Another project may have committed a row for the same content meanwhile.
-        referenced = set(session.scalars(
-            select(Image.storage_path).where(Image.storage_path.in_(created))))
-        session.rollback()
-    except Exception:  # noqa: BLE001 -- database down: no committed row can name them
-        referenced = set()
-    for rel in created:
-        if rel not in referenced:
-            (storage_dir / rel).unlink(missing_ok=True)
+    def roll_back(self) -> None:
+        """Undo the uncommitted batch: its rows, its counts, the files it put in storage."""
+        self.report.imported -= self.batch_imported
+        self.report.labeled -= self.batch_labeled
+        session = self.session
+        try:
+            session.rollback()
+        except Exception:
+            log.warning("rollback failed while stopping an import", exc_info=True)
+        if not self.batch_files:
+            return
+        try:
+            # Another project may have committed a row for the same content meanwhile.
+            referenced = set(session.scalars(
+                select(Image.storage_path).where(Image.storage_path.in_(self.batch_files))))
+            session.rollback()
+        except Exception:  # noqa: BLE001 -- database down: no committed row can name them
+            referenced = set()
+        for rel in self.batch_files:
+            if rel not in referenced:
+                (self.storage_dir / rel).unlink(missing_ok=True)
