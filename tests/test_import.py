@@ -510,8 +510,9 @@ def test_file_without_read_permission_is_rejected_by_name(tmp_path, database_url
                 os.close(read)
                 os.setgid(_nobody())
                 os.setuid(_nobody())
-                from models.db import get_engine
-                get_engine(settings.database_url).dispose()  # no connection from the parent
+                from models.db import get_sessionmaker
+                # The parent's pooled connections are not ours to use or to close.
+                get_sessionmaker(settings.database_url).kw["bind"].dispose(close=False)
                 report = _import(settings, pid, src)
                 os.write(write, json.dumps(report.as_dict()).encode())
                 code = 0
