@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-
 import secrets
+from datetime import datetime
 from functools import cache
 
 from sqlalchemy import Enum, String
@@ -37,7 +36,7 @@ def dummy_password_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
 
 
-def verify_login(user: "User | None", password: str) -> bool:
+def verify_login(user: User | None, password: str) -> bool:
     """True when ``user`` exists, is active and ``password`` is its password.
 
     Exactly one hash verification either way (see dummy_password_hash).

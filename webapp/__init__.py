@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-
 from datetime import timedelta
 
 from flask import Flask, g
@@ -48,6 +47,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     logging.basicConfig(level=settings.log_level)
+    # Made now, not at the first unknown-user login, which would otherwise
+    # cost two hash computations and stand out (models/users.py).
+    from models.users import dummy_password_hash
+
+    dummy_password_hash()
 
     if settings.trusted_proxies:
         # Behind a TLS proxy: the client's address (for the login limits) and
