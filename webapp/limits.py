@@ -45,6 +45,6 @@ def gate() -> None:
         return
     if not current_user.is_authenticated:
         # Refused unread: no multipart parser, no CSRF check, no spooled file.
-        abort(401, description="Log in first.")
+        abort(401, description="Log in first (your session may have ended); nothing was read or saved.")
     request.max_content_length = (settings.max_upload_bytes if _view_takes_uploads()
                                   else settings.max_form_bytes)
