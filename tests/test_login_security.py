@@ -355,3 +355,19 @@ def test_ordinary_forms_are_small_and_upload_routes_large(tmp_path, sqlite_url):
     assert response.status_code == 413
     # A small ordinary form still goes through.
     assert ada.post("/test/form", data={"a": "1"}).json == {"fields": 1}
+
+
+@pytest.mark.parametrize("proxies, expected", [("0", "10.0.0.1"), ("1", "203.0.113.7")])
+def test_client_address_comes_from_the_proxy_only_when_trusted(tmp_path, sqlite_url, proxies,
+                                                                expected):
+    """The per-address count keys on the client behind a trusted TLS proxy."""
+    from webapp import create_app
+    from webapp.auth.throttle import _address_key
+
+    settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url,
+                                      HEMALOOP_TRUSTED_PROXIES=proxies))
+    app = create_app(settings)
+    app.add_url_rule("/test/key", view_func=lambda: {"key": _address_key()})
+    response = app.test_client().get("/test/key", environ_base={"REMOTE_ADDR": "10.0.0.1"},
+                                     headers={"X-Forwarded-For": "203.0.113.7"})
+    assert response.json == {"key": f"login-address:{expected}"}

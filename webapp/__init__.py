@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from datetime import timedelta
 
 from flask import Flask, g
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -30,10 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
-        # The cookie ends with the browser; the server ends it sooner when idle
-        # (webapp/auth/sessions.py).  Remember-me cookies are never issued.
-        PERMANENT_SESSION_LIFETIME=timedelta(minutes=settings.session_idle_minutes),
-        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
+        # The session cookie lasts as long as the browser; the server ends it
+        # sooner (webapp/auth/sessions.py).  Remember-me cookies are never issued.
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         RATELIMIT_STRATEGY="moving-window",
         # One count per database: two instances on one Redis do not share counts.
@@ -57,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Behind a TLS proxy: the client's address (for the login limits) and
         # the https scheme come from the proxy's X-Forwarded-* headers.
         n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
 
     from . import db, headers, limits
 
