@@ -53,6 +53,21 @@ class Settings:
     result_backend: str = ""
     # Pool scoring is split into chunks of this many cells, run in parallel.
     score_chunk_cells: int = 5000
+    # Login and sessions (docs/reliability.md, "Login and sessions").
+    # A session unused this long is over; the next request goes to the login page.
+    session_idle_minutes: int = 480
+    # Cookies only over HTTPS: on behind TLS (the compose file), off for plain-HTTP
+    # development, where a Secure cookie would never come back.
+    secure_cookies: bool = False
+    # Where Flask-Limiter counts failed logins: the broker's Redis when the broker
+    # is Redis, else memory:// (one count per web process; see docs/reliability.md).
+    ratelimit_storage_url: str = "memory://"
+    # Request bodies of ordinary forms and htmx posts; routes that take uploads
+    # (webapp/limits.py ``accepts_upload``) get max_upload_bytes instead.
+    max_form_bytes: int = 1024 * 1024
+    # How many reverse proxies (TLS terminators) stand in front: their
+    # X-Forwarded-For/-Proto are trusted that many hops deep.  0: none.
+    trusted_proxies: int = 0
 
     @property
     def models_dir(self) -> Path:
@@ -84,6 +99,30 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     value = (env.get(PREFIX + name, "") or default).strip().lower()
     if value not in allowed:
         raise SettingsError(f"{PREFIX}{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(PREFIX + name, "") or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{PREFIX}{name}={raw!r}: expected true or false (1/0, yes/no, on/off)")
+
+
+def _ratelimit_storage(env: Mapping[str, str], broker_url: str) -> str:
+    value = env.get(PREFIX + "RATELIMIT_STORAGE_URL", "").strip()
+    if not value:
+        # The broker's Redis is shared by every web process: one count for all.
+        return broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://"
+    if not value.startswith(("redis://", "rediss://", "memory://", "memcached://")):
+        raise SettingsError(
+            f"{PREFIX}RATELIMIT_STORAGE_URL={value!r}: expected a URL starting with one of "
+            "redis://, rediss://, memcached://, memory://"
+        )
     return value
 
 
@@ -153,8 +192,16 @@ KNOWN_NAMES = {
         "MIXED_PRECISION", "SCHEDULE_SECONDS",
         "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "ROUND_STALE_SECONDS", "LOG_LEVEL",
         "RESULT_BACKEND", "SCORE_CHUNK_CELLS",
+        "SESSION_IDLE_MINUTES", "SECURE_COOKIES", "RATELIMIT_STORAGE_URL", "MAX_FORM_BYTES",
+        "TRUSTED_PROXIES",
     )
 } | _KNOWN_NON_SETTINGS
+
+
+def instance_dir_from_env(env: Mapping[str, str]) -> Path:
+    """The instance directory, by the rule load_settings uses (for code that needs
+    only this, such as the worker's weights cache)."""
+    return Path(env.get(PREFIX + "INSTANCE_DIR", "") or "instance").expanduser().resolve()
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -168,19 +215,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"unknown setting {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_NAMES))}"
         )
-    instance_dir = Path(env.get(PREFIX + "INSTANCE_DIR", "") or "instance").expanduser().resolve()
+    instance_dir = instance_dir_from_env(env)
     storage_raw = env.get(PREFIX + "STORAGE_DIR", "")
     storage_dir = Path(storage_raw).expanduser().resolve() if storage_raw else instance_dir / "storage"
+    broker_url = _url(
+        env, "BROKER_URL", f"sqla+sqlite:///{instance_dir / 'broker.sqlite'}",
+        ("sqla+", "redis://", "rediss://", "amqp://", "memory://"),
+    )
     return Settings(
         instance_dir=instance_dir,
         database_url=_url(
             env, "DATABASE_URL", f"sqlite:///{instance_dir / 'hemaloop.sqlite'}",
             ("sqlite:", "postgresql:", "postgresql+"),
         ),
-        broker_url=_url(
-            env, "BROKER_URL", f"sqla+sqlite:///{instance_dir / 'broker.sqlite'}",
-            ("sqla+", "redis://", "rediss://", "amqp://", "memory://"),
-        ),
+        broker_url=broker_url,
         storage_dir=storage_dir,
         secret_key=_secret_key(env, instance_dir),
         input_size=_int(env, "INPUT_SIZE", 299, MIN_INPUT_SIZE, MAX_INPUT_SIZE),
@@ -199,4 +247,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             ("db+sqlite:", "db+postgresql:", "db+postgresql+", "redis://", "rediss://"),
         ),
         score_chunk_cells=_int(env, "SCORE_CHUNK_CELLS", 5000, 1, 1_000_000),
+        session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", 480, 1, 30 * 24 * 60),
+        secure_cookies=_bool(env, "SECURE_COOKIES", False),
+        ratelimit_storage_url=_ratelimit_storage(env, broker_url),
+        max_form_bytes=_int(env, "MAX_FORM_BYTES", 1024 * 1024, 16 * 1024, 1 << 30),
+        trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import Enum, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,6 +25,29 @@ class Role(enum.StrEnum):
 ROLE_RANK = {Role.PATHOLOGIST: 1, Role.CURATOR: 2, Role.ADMIN: 3}
 
 
+@cache
+def dummy_password_hash() -> str:
+    """A hash of a random password, made the way real ones are (same method and cost).
+
+    A login for an unknown or inactive account checks the password against it,
+    so it costs the same as a login for a real account and the answer time does
+    not tell which usernames exist.
+    """
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def verify_login(user: User | None, password: str) -> bool:
+    """True when ``user`` exists, is active and ``password`` is its password.
+
+    Exactly one hash verification either way (see dummy_password_hash).
+    """
+    if user is None:
+        check_password_hash(dummy_password_hash(), password)
+        return False
+    matches = user.check_password(password)
+    return matches and user.is_active
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -35,12 +60,26 @@ class User(Base):
     )
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Sessions carry the value they were opened with; bumping it ends every
+    # session of this account at its next request (logout, a new password,
+    # deactivation).  Flask's session is a signed cookie, so this column is
+    # what makes "log out" hold on the server.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
 
     def set_password(self, password: str) -> None:
+        if self.password_hash:
+            self.end_sessions()  # a new password ends sessions opened with the old one
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+    def end_sessions(self) -> None:
+        self.session_version = (self.session_version or 0) + 1
+
+    def deactivate(self) -> None:
+        self.is_active = False
+        self.end_sessions()
 
     def has_role(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]

@@ -35,12 +35,29 @@ def test_base_env_loads(tmp_path):
     ("HEMALOOP_LOG_LEVEL", "chatty", ["HEMALOOP_LOG_LEVEL", "chatty"]),
     ("HEMALOOP_MIXED_PRECISION", "maybe", ["HEMALOOP_MIXED_PRECISION", "maybe"]),
     ("HEMALOOP_FINE_TUNE_EPOCHS", "-1", ["HEMALOOP_FINE_TUNE_EPOCHS"]),
+    ("HEMALOOP_SESSION_IDLE_MINUTES", "0", ["HEMALOOP_SESSION_IDLE_MINUTES=0", "outside"]),
+    ("HEMALOOP_SECURE_COOKIES", "sure", ["HEMALOOP_SECURE_COOKIES", "'sure'", "true or false"]),
+    ("HEMALOOP_RATELIMIT_STORAGE_URL", "sqlite:///x", ["HEMALOOP_RATELIMIT_STORAGE_URL",
+                                                       "redis://"]),
+    ("HEMALOOP_MAX_FORM_BYTES", "100", ["HEMALOOP_MAX_FORM_BYTES=100", "outside"]),
+    ("HEMALOOP_TRUSTED_PROXIES", "9", ["HEMALOOP_TRUSTED_PROXIES=9", "outside"]),
 ])
 def test_bad_values_are_refused_by_name(tmp_path, name, value, words):
     with pytest.raises(SettingsError) as err:
         _load(tmp_path, **{name: value})
     for word in words:
         assert word in str(err.value)
+
+
+def test_login_and_session_settings(tmp_path):
+    s = _load(tmp_path)
+    assert (s.session_idle_minutes, s.secure_cookies, s.trusted_proxies) == (480, False, 0)
+    assert s.max_form_bytes == 1024 * 1024 and s.ratelimit_storage_url == "memory://"
+    s = _load(tmp_path, HEMALOOP_SECURE_COOKIES=" Yes ", HEMALOOP_SESSION_IDLE_MINUTES="30",
+              HEMALOOP_RATELIMIT_STORAGE_URL="redis://r:6379/2", HEMALOOP_TRUSTED_PROXIES="1")
+    assert (s.session_idle_minutes, s.secure_cookies, s.trusted_proxies) == (30, True, 1)
+    assert s.ratelimit_storage_url == "redis://r:6379/2"
+    assert _load(tmp_path, HEMALOOP_SECURE_COOKIES="off").secure_cookies is False
 
 
 def test_integers_tolerate_surrounding_space_and_empty_means_default(tmp_path):

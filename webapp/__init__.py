@@ -6,14 +6,16 @@ invents a secret key (settings keep one generated per instance).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
 from flask import Flask, g
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from models.settings import Settings, load_settings
 
-from .extensions import csrf, login_manager
+from .extensions import csrf, limiter, login_manager
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -22,19 +24,48 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         HEMALOOP=settings,
-        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        # Per route in webapp/limits.py; this is the ceiling for anything it misses.
+        MAX_CONTENT_LENGTH=settings.max_form_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        # The session cookie lasts as long as the browser; the server ends it
+        # sooner (webapp/auth/sessions.py).  Remember-me cookies are never issued.
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        RATELIMIT_STRATEGY="moving-window",
+        # One count per database: two instances on one Redis do not share counts.
+        RATELIMIT_KEY_PREFIX="hemaloop-" + hashlib.sha256(
+            settings.database_url.encode()).hexdigest()[:12],
+        # A Redis outage must not lock everyone out: count in memory meanwhile.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        RATELIMIT_HEADERS_ENABLED=False,
         WTF_CSRF_TIME_LIMIT=None,  # a labeling session can last all day
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     logging.basicConfig(level=settings.log_level)
+    # Made now, not at the first unknown-user login, which would otherwise
+    # cost two hash computations and stand out (models/users.py).
+    from models.users import dummy_password_hash
 
-    from . import db
+    dummy_password_hash()
+
+    if settings.trusted_proxies:
+        # Behind a TLS proxy: the client's address (for the login limits) and
+        # the https scheme come from the proxy's X-Forwarded-* headers.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
+
+    from . import db, headers, limits
 
     db.init_app(app)
-    csrf.init_app(app)
     login_manager.init_app(app)
+    # First: anonymous bodies are refused, and body limits set, before
+    # CSRFProtect or Flask-Limiter parse a form in their own before_request.
+    app.before_request(limits.gate)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    headers.init_app(app)
 
     from .queueing import init_celery
 

@@ -33,6 +33,30 @@ def create_user(session: Session, username: str, role: Role, password: str | Non
     return user, password
 
 
+def _existing_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        raise SetupError(f"there is no user {username.strip()!r}")
+    return user
+
+
+def set_password(session: Session, username: str, password: str | None = None) -> str:
+    """A new password for an account (generated when not given); ends its sessions."""
+    if password is not None and len(password) < 8:
+        raise SetupError("a password needs at least 8 characters")
+    user = _existing_user(session, username)
+    password = password or secrets.token_urlsafe(12)
+    user.set_password(password)  # bumps session_version: old sessions end
+    session.flush()
+    return password
+
+
+def deactivate_user(session: Session, username: str) -> None:
+    """The account can no longer log in, and its open sessions end now."""
+    _existing_user(session, username).deactivate()
+    session.flush()
+
+
 def create_project(session: Session, name: str, preset: str = "pbc8", *, test_share: float = 0.1,
                    train_on_reference: bool = False, min_labels_per_class: int = 1,
                    fine_tune_blocks: int = 2, retrain_after_new_labels: int | None = None

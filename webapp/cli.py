@@ -69,6 +69,38 @@ def create_user_cmd(username: str, role: str, password_stdin: bool) -> None:
         click.echo(f"password (shown once): {password_used}")
 
 
+@main.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_password_cmd(username: str, password_stdin: bool) -> None:
+    """Give an account a new password; its open sessions end."""
+    from .bootstrap import SetupError, set_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        with session_scope(_settings().database_url) as s:
+            password_used = set_password(s, username, password)
+    except SetupError as exc:
+        _fail(str(exc))
+    click.echo(f"new password set for {username!r}; its sessions have ended")
+    if not password_stdin:
+        click.echo(f"password (shown once): {password_used}")
+
+
+@main.command("deactivate-user")
+@click.argument("username")
+def deactivate_user_cmd(username: str) -> None:
+    """Stop an account from logging in; its open sessions end."""
+    from .bootstrap import SetupError, deactivate_user
+
+    try:
+        with session_scope(_settings().database_url) as s:
+            deactivate_user(s, username)
+    except SetupError as exc:
+        _fail(str(exc))
+    click.echo(f"deactivated {username!r}; its sessions have ended")
+
+
 @main.command("create-project")
 @click.argument("name")
 @click.option("--preset", default="pbc8", show_default=True, help="pbc8, wbc4 or wbc5")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -24,6 +25,16 @@ def register_error_handlers(app: Flask) -> None:
     def csrf_error(exc: CSRFError):
         return _render(400, "Form expired", "The page was open too long or came from elsewhere. "
                        "Reload it and try again; nothing was saved.")
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many(exc: RateLimitExceeded):
+        if request.endpoint == "auth.login":
+            # The login form again, with the reason where the form's errors go.
+            from .auth.forms import LoginForm
+
+            return render_template("auth/login.html", form=LoginForm(),
+                                   refusal=exc.description), 429
+        return _render(429, "Too many requests", exc.description or "")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

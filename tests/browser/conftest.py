@@ -58,3 +58,19 @@ def log_in(page, base: str, username: str) -> None:
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
     page.keyboard.press("Enter")
+
+
+def wait_for_js(page, expression: str, timeout: float = 15.0) -> None:
+    """Wait until a JavaScript expression is truthy in the page.
+
+    Playwright's wait_for_function evaluates its predicate with eval inside the
+    page, which the Content-Security-Policy (no 'unsafe-eval') refuses;
+    page.evaluate goes through the DevTools protocol, which CSP does not govern.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.05)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from models import Annotation, Flag, Kind, Origin
 from models.db import session_scope
-from tests.browser.conftest import ARTIFACTS, log_in
+from tests.browser.conftest import ARTIFACTS, log_in, wait_for_js
 from tests.conftest import make_user
 from tests.reading_helpers import fake_active_model, flat_project, pool_ids
 
@@ -23,11 +23,11 @@ def _cell_id(page) -> str:
 
 def _wait_for_cell(page, not_id: str | None = None, is_id: str | None = None) -> None:
     if is_id is not None:
-        page.wait_for_function(f"(c => c && c.dataset.imageId === '{is_id}' && c.dataset.ready)"
-                               "(document.querySelector('#cell'))")
+        wait_for_js(page, f"(c => c && c.dataset.imageId === '{is_id}' && c.dataset.ready)"
+                    "(document.querySelector('#cell'))")
     else:
-        page.wait_for_function(f"(c => c && c.dataset.imageId !== '{not_id}' && c.dataset.ready)"
-                               "(document.querySelector('#cell'))")
+        wait_for_js(page, f"(c => c && c.dataset.imageId !== '{not_id}' && c.dataset.ready)"
+                    "(document.querySelector('#cell'))")
 
 
 def _shot(page, name: str) -> None:

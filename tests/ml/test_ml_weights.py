@@ -1,3 +1,4 @@
+import hashlib
 import socket
 
 import pytest
@@ -50,6 +51,8 @@ def test_auto_uses_a_cached_file_without_downloading(empty_keras_home, monkeypat
     cached = empty_keras_home / "models" / IMAGENET_NOTOP_FILE
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
+    # Stands in for the real 87 MB file: a file whose hash is "the published one".
+    monkeypatch.setattr(weights, "IMAGENET_NOTOP_MD5", hashlib.md5(b"x").hexdigest())
 
     def no_download(timeout):
         raise AssertionError("must not download when cached")
@@ -72,6 +75,53 @@ def test_auto_offline_falls_back_with_a_short_warning(empty_keras_home):
     assert socket.getdefaulttimeout() == previous_timeout
     # No half-downloaded file left behind to be mistaken for a cached one.
     assert not (empty_keras_home / "models" / IMAGENET_NOTOP_FILE).exists()
+
+
+def test_published_hash_is_the_one_keras_checks():
+    # Read from Keras' source, not imported: importing keras loads TensorFlow.
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("keras")
+    source = (Path(spec.origin).parent / "src" / "applications" / "inception_v3.py").read_text()
+    notop = source[source.index("WEIGHTS_PATH_NO_TOP,"):][:200]
+    assert f'file_hash="{weights.IMAGENET_NOTOP_MD5}"' in notop
+
+
+def test_cache_lives_under_the_instance_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HEMALOOP_INSTANCE_DIR", str(tmp_path / "inst"))
+    assert weights.keras_cache_dir() == (tmp_path / "inst" / "keras").resolve()
+    assert weights.notop_cache_path() == (
+        tmp_path / "inst" / "keras" / "models" / IMAGENET_NOTOP_FILE).resolve()
+    assert "/tmp/.keras" not in str(weights.keras_cache_dir())
+
+
+def test_a_wrong_cached_file_is_refused_with_a_clear_error(empty_keras_home):
+    cached = empty_keras_home / "models" / IMAGENET_NOTOP_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the weights")
+    with pytest.raises(WeightsError, match="not the published one"):
+        weights.verify_imagenet_notop(cached)
+    assert weights.cached_imagenet_notop() is None
+
+
+def test_a_wrong_cached_file_is_set_aside_and_not_loaded_offline(empty_keras_home):
+    cached = empty_keras_home / "models" / IMAGENET_NOTOP_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the weights")
+    # This machine has no internet: the new download fails, and the error says
+    # why the cached copy was not used.
+    with pytest.raises(WeightsError) as err:
+        weights.fetch_imagenet_notop(timeout=3)
+    message = str(err.value)
+    assert "not the published one" in message and "moved aside" in message
+    assert "Traceback" not in message
+    assert not cached.exists()
+    assert cached.with_name(cached.name + ".rejected").read_bytes() == b"not the weights"
+    # "auto" falls back to random initialisation, with a warning, as when offline.
+    arg, description, warnings = resolve_backbone_weights("auto", download_timeout=3)
+    assert arg is None and description == AUTO_FALLBACK_DESCRIPTION and len(warnings) == 1
 
 
 def test_short_reason_keeps_the_useful_part():

@@ -4,20 +4,27 @@ from urllib.parse import urlsplit
 
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from models import User
+from models.users import verify_login
 
 from ..db import get_db
 from ..extensions import login_manager
-from . import bp
+from . import bp, sessions
 from .forms import LoginForm
+from .throttle import limit_failed_logins
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     user = get_db().get(User, int(user_id)) if user_id.isdigit() else None
-    return user if user is not None and user.is_active else None
+    if user is None or not user.is_active or not sessions.still_valid(user):
+        # Ended on the server (logout elsewhere, new password, deactivated) or
+        # idle too long: forget it, so the login page starts clean.
+        session.clear()
+        return None
+    return user
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -29,19 +36,22 @@ def _safe_next(target: str | None) -> str | None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limit_failed_logins
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("index"))
     form = LoginForm()
     if form.validate_on_submit():
         user = get_db().scalar(select(User).where(User.username == form.username.data.strip()))
-        if user is None or not user.is_active or not user.check_password(form.password.data):
+        # One hash check whether or not the account exists (models/users.py).
+        if not verify_login(user, form.password.data):
             flash("Unknown username or wrong password.", "error")
             return render_template("auth/login.html", form=form), 401
         # A login starts a clean session: no reading counters, skips or undo
         # history of whoever used this browser before.
         session.clear()
         login_user(user)
+        sessions.start(user)
         return redirect(_safe_next(request.args.get("next")) or url_for("index"))
     return render_template("auth/login.html", form=form)
 
@@ -49,6 +59,12 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
+    # Ends this account's sessions on the server: a copy of this cookie (or
+    # another browser of the same account) is refused from now on.
+    db = get_db()
+    db.execute(update(User).where(User.id == current_user.id)
+               .values(session_version=User.session_version + 1))
+    db.commit()
     logout_user()
     session.clear()  # the reader's counters, skips and undo history go with them
     flash("Logged out.", "info")

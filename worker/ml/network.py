@@ -79,6 +79,8 @@ def imagenet_weights_file() -> Path:
     """The cached ImageNet notop file, downloading it if needed, or WeightsError."""
     try:
         return fetch_imagenet_notop(EXPLICIT_DOWNLOAD_TIMEOUT)
+    except WeightsError:
+        raise  # a cached or downloaded file failed the hash check: its own message says so
     except Exception as exc:
         raise WeightsError(
             "ImageNet weights for the backbone could not be downloaded "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -11,8 +12,9 @@ IMAGENET_NOTOP_URL = (
     "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 )
 IMAGENET_NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# The MD5 Keras itself checks (keras/src/applications/inception_v3.py), so a
-# truncated or stale cached copy is re-downloaded rather than loaded.
+# The MD5 Keras publishes for this file (keras/src/applications/inception_v3.py,
+# WEIGHTS_PATH_NO_TOP's file_hash), checked on every cached or downloaded copy:
+# a truncated, stale or planted file is never loaded.
 IMAGENET_NOTOP_MD5 = "bcbd6486424b2319ff4ef7d526e38f63"
 
 # Long enough for a slow link (the timeout is per socket operation, not for
@@ -27,32 +29,91 @@ class WeightsError(RuntimeError):
 
 
 def keras_cache_dir() -> Path:
-    """Keras' cache directory, evaluated now.
+    """Where the ImageNet weights are cached: ``<instance>/keras``.
 
-    Keras reads KERAS_HOME once, at import time; reading it here instead lets a
-    worker (or a test) point the cache somewhere else after TensorFlow loaded.
-    The /tmp fallback mirrors Keras' own rule for an unwritable home.
+    Under the instance directory (HEMALOOP_INSTANCE_DIR), beside the rest of
+    this installation's state, never in a shared place such as /tmp/.keras
+    where another user could plant a file.  KERAS_HOME, when set, is an
+    operator's explicit choice and wins.  Read at call time, not import time,
+    so a worker (or a test) can point it elsewhere after TensorFlow loaded.
     """
-    if "KERAS_HOME" in os.environ:
+    if os.environ.get("KERAS_HOME"):
         return Path(os.environ["KERAS_HOME"])
-    home = os.path.expanduser("~")
-    if not os.access(home, os.W_OK):
-        home = "/tmp"
-    return Path(home) / ".keras"
+    from models.settings import instance_dir_from_env
+
+    return instance_dir_from_env(os.environ) / "keras"
+
+
+def notop_cache_path() -> Path:
+    return keras_cache_dir() / "models" / IMAGENET_NOTOP_FILE
+
+
+# (path, size, mtime_ns) -> verified; hashing 87 MB takes a fraction of a second,
+# but a worker asks for every round.
+_verified: set[tuple[str, int, int]] = set()
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_imagenet_notop(path: Path) -> Path:
+    """``path`` if its MD5 is the one Keras publishes for the notop file, else WeightsError."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return path
+    actual = file_md5(path)
+    if actual != IMAGENET_NOTOP_MD5:
+        raise WeightsError(
+            f"The ImageNet weights file {path} is not the published one (MD5 {actual}, "
+            f"expected {IMAGENET_NOTOP_MD5}): a truncated download or another file. "
+            "Delete it to have it downloaded again."
+        )
+    _verified.add(key)
+    return path
 
 
 def cached_imagenet_notop() -> Path | None:
-    """The cached notop weights file, if one is present (not hash-checked)."""
-    path = keras_cache_dir() / "models" / IMAGENET_NOTOP_FILE
-    return path if path.is_file() and path.stat().st_size > 0 else None
+    """The cached notop weights file, if one is present and matches the published hash."""
+    path = notop_cache_path()
+    if not path.is_file():
+        return None
+    try:
+        return verify_imagenet_notop(path)
+    except WeightsError:
+        return None
+
+
+def _set_aside(path: Path) -> Path:
+    """Move a cached file that failed the hash check aside (kept, never loaded)."""
+    aside = path.with_name(path.name + ".rejected")
+    os.replace(path, aside)
+    return aside
 
 
 def fetch_imagenet_notop(timeout: float) -> Path:
-    """Return the local path of the ImageNet notop weights, downloading if needed.
+    """Return the local path of the verified ImageNet notop weights, downloading if needed.
 
-    Raises whatever `keras.utils.get_file` raises; callers turn that into a
-    warning or a WeightsError.
+    A cached copy that fails the hash check is moved aside (``.rejected``) and
+    downloaded again; if that download fails too, the WeightsError says why
+    the cached copy was not used.  Download failures raise whatever
+    `keras.utils.get_file` raises; callers turn that into a warning or a
+    WeightsError.
     """
+    path = notop_cache_path()
+    rejected: WeightsError | None = None
+    if path.is_file():
+        try:
+            return verify_imagenet_notop(path)
+        except WeightsError as exc:
+            rejected = exc
+            _set_aside(path)
+
     from keras.utils import get_file  # deferred: keeps this module TF-free to import
 
     previous = socket.getdefaulttimeout()
@@ -60,7 +121,7 @@ def fetch_imagenet_notop(timeout: float) -> Path:
     # knob. Restored right after so other sockets keep their behaviour.
     socket.setdefaulttimeout(timeout)
     try:
-        return Path(
+        downloaded = Path(
             get_file(
                 IMAGENET_NOTOP_FILE,
                 IMAGENET_NOTOP_URL,
@@ -69,8 +130,18 @@ def fetch_imagenet_notop(timeout: float) -> Path:
                 file_hash=IMAGENET_NOTOP_MD5,
             )
         )
+    except Exception as exc:
+        if rejected is not None:
+            raise WeightsError(
+                f"{rejected} It was moved aside, and a new copy could not be downloaded "
+                f"({short_reason(exc)})."
+            ) from None
+        raise
     finally:
         socket.setdefaulttimeout(previous)
+    # Keras checks the hash of what it downloads; checked here as well, so the
+    # rule does not depend on Keras' version.
+    return verify_imagenet_notop(downloaded)
 
 
 def short_reason(exc: BaseException) -> str:
