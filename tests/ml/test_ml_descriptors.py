@@ -148,6 +148,7 @@ def test_chromatin_texture_tells_smooth_from_coarse():
     speckle = rng.integers(-45, 46, size=(SIZE // 4, SIZE // 4, 1)).repeat(4, 0).repeat(4, 1)
     coarse[inside] = np.clip(coarse.astype(int) + speckle, 0, 255)[inside]
     m_smooth, m_coarse = values(smooth), values(coarse)
+    assert m_coarse["nucleus_area"] == pytest.approx(m_smooth["nucleus_area"], rel=0.1)
     assert m_coarse["glcm_contrast"] > m_smooth["glcm_contrast"] + 0.5
     assert m_coarse["local_var_mean"] > m_smooth["local_var_mean"]
     assert m_coarse["chromatin_std"] > m_smooth["chromatin_std"]

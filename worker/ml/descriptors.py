@@ -40,14 +40,17 @@ WORK_SIZE = 128
 REGIONS = ("cell", "crop")
 
 _HIST_BINS = 4  # per RGB channel: a 4x4x4 joint histogram
-# A pixel is nuclear where (B - G) + (255 - G), purple plus dark, exceeds
+# A pixel is stained where (B - G) + (255 - G), purple plus dark, exceeds
 # max(Otsu, this floor); the floor stops Otsu splitting a nucleus-free image
-# (pale background vs red cells) and calling the red cells a nucleus.
+# (pale background vs red cells) and calling the red cells a cell.
 _NUCLEUS_FLOOR = 150.0
 # Cytoplasm: at least this far (RGB, 0-255) from both outside colours.
 _CYTOPLASM_FLOOR = 20.0
 _LOBE_LEVEL = 0.5  # lobes: components of distance > this x the thickest point
 _GLCM_LEVELS = 16
+# The darker core of a stained blob is its nucleus only if it is this share
+# of the blob at least; less is dense granules in a platelet or a basophil.
+_CORE_SHARE = 0.25
 _FLAT_STD = 0.01  # colour std (0-1 scale) below which a region counts as flat
 _LOBE_GAP = WORK_SIZE / 12  # px: pieces this close to the main nucleus are its lobes
 
@@ -108,40 +111,54 @@ def _otsu(values: np.ndarray) -> float | None:
     return float(filters.threshold_otsu(values))
 
 
+def _central(mask: np.ndarray) -> np.ndarray:
+    """The large, central component of a mask with the pieces close to it.
+
+    Lobes of a segmented nucleus can be apart by a thin, pale filament, so
+    pieces within a small gap of the main one are kept; holes are filled
+    (pale chromatin leaves holes in a threshold; a nucleus has none).
+    """
+    labels = measure.label(ndi.binary_opening(mask, disk(1)))
+    props = [p for p in measure.regionprops(labels) if p.area >= 12]
+    if not props:
+        return np.zeros(mask.shape, dtype=bool)
+    half = WORK_SIZE / 2
+    dist = [np.hypot(p.centroid[0] - half, p.centroid[1] - half) for p in props]
+    score = [p.area / (1 + (d / (WORK_SIZE / 8)) ** 2) for p, d in zip(props, dist)]
+    main = props[int(np.argmax(score))].label
+    gap = ndi.distance_transform_edt(labels != main)
+    keep = [p.label for p in props if gap[labels == p.label].min() <= _LOBE_GAP]
+    return ndi.binary_fill_holes(np.isin(labels, keep))
+
+
 def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(nucleus, cell) boolean masks on the WORK_SIZE square; either may be empty.
 
-    The nucleus is thresholded on a purple-and-dark stain channel, then the
-    component that is large and central is kept together with the pieces
-    near it (a segmented neutrophil's lobes can be separate components).  The
-    cell is the region around the nucleus whose colour differs from both
-    outside colours (pale background, red cells) sampled on the border band.
+    On a purple-and-dark stain channel, a first Otsu threshold separates the
+    stained cell from background and red cells; a second one, among the
+    stained pixels, separates the nucleus from a stained (blue) cytoplasm.
+    A stained blob with no darker core (a platelet) is its own "nucleus".
+    The cell is that stained blob together with the region around it whose
+    colour differs from both outside colours (pale background, red cells)
+    sampled on the border band.
     """
     a = _working_rgb(rgb)
     g, b = a[..., 1], a[..., 2]
     stain = (b - g) + (255.0 - g)
     t = _otsu(stain)
-    nucleus = stain > max(t if t is not None else np.inf, _NUCLEUS_FLOOR)
-    nucleus = ndi.binary_opening(nucleus, disk(1))
-    labels = measure.label(nucleus)
-    half = WORK_SIZE / 2
-    if labels.max():
-        props = [p for p in measure.regionprops(labels) if p.area >= 12]
-        if props:
-            dist = [np.hypot(p.centroid[0] - half, p.centroid[1] - half) for p in props]
-            score = [p.area / (1 + (d / (WORK_SIZE / 8)) ** 2) for p, d in zip(props, dist)]
-            main = props[int(np.argmax(score))].label
-            # Lobes of a segmented nucleus can be apart by a thin, pale
-            # filament: keep the pieces within a small gap of the main one.
-            gap = ndi.distance_transform_edt(labels != main)
-            keep = [p.label for p in props if gap[labels == p.label].min() <= _LOBE_GAP]
-            nucleus = np.isin(labels, keep)
-        else:
-            nucleus = np.zeros_like(nucleus)
-    # Pale chromatin leaves holes in the threshold; a nucleus has none.
-    nucleus = ndi.binary_fill_holes(nucleus)
-    if not nucleus.any():
-        return nucleus, nucleus.copy()
+    stained = _central(stain > max(t if t is not None else np.inf, _NUCLEUS_FLOOR))
+    if not stained.any():
+        return stained, stained.copy()
+    t_in = _otsu(stain[stained])
+    nucleus = stained
+    if t_in is not None:
+        # Closing first: pale chromatin between dark clumps is nucleus too.
+        core = _central(ndi.binary_closing((stain > t_in) & stained, disk(2)) & stained)
+        # A real stained cytoplasm is a layer, not the one- or two-pixel rim
+        # where a nucleus's edge blends into the background.
+        shell = stained & ~ndi.binary_dilation(core, disk(2))
+        if core.sum() >= _CORE_SHARE * stained.sum() and shell.sum() >= 0.05 * stained.sum():
+            nucleus = core
 
     w = max(WORK_SIZE // 10, 1)
     band = np.zeros(nucleus.shape, dtype=bool)
@@ -160,11 +177,11 @@ def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     distance = np.minimum(np.linalg.norm(a - background, axis=2),
                           np.linalg.norm(a - red_cells, axis=2))
     tc = _otsu(distance[~nucleus])
-    cyto = (distance > max(tc if tc is not None else np.inf, _CYTOPLASM_FLOOR)) & ~nucleus
+    cyto = (distance > max(tc if tc is not None else np.inf, _CYTOPLASM_FLOOR)) & ~stained
     # Opening cuts the thin bridges by which touching red cells would join,
     # and the one-pixel rim of mixed colour around a bare nucleus.
     cyto = ndi.binary_opening(cyto, disk(2))
-    joined = measure.label(cyto | nucleus)
+    joined = measure.label(cyto | stained)
     ids = np.unique(joined[nucleus])
     cell = ndi.binary_fill_holes(np.isin(joined, ids[ids > 0])) | nucleus
     return nucleus, cell
@@ -246,7 +263,9 @@ def _texture(grey: np.ndarray, nucleus: np.ndarray) -> list[float]:
     else:
         stats = [0.0, 0.0, 0.0, 0.0]
     mean = ndi.uniform_filter(grey, 3)
-    var = np.maximum(ndi.uniform_filter(grey * grey, 3) - mean * mean, 0)[nucleus]
+    # Only where the 3x3 window is all nucleus: at the edge it would measure
+    # the step to the cytoplasm, not the chromatin.
+    var = np.maximum(ndi.uniform_filter(grey * grey, 3) - mean * mean, 0)[_inner(nucleus)]
     return [float(values.mean()), float(values.std()), *stats,
             float(var.mean()), float(var.std())]
 
