@@ -240,7 +240,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         schedule_seconds=_int(env, "SCHEDULE_SECONDS", 60, 5, 24 * 3600),
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", 40_000_000, 1024, 1_000_000_000),
         max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 512 * 1024 * 1024, 1024, 1 << 40),
-        round_stale_seconds=_int(env, "ROUND_STALE_SECONDS", 900, 30, 7 * 24 * 3600),
+        round_stale_seconds=_int(env, "ROUND_STALE_SECONDS", 900, 5, 7 * 24 * 3600),
         log_level=_choice(env, "LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
         result_backend=_url(
             env, "RESULT_BACKEND", f"db+sqlite:///{instance_dir / 'celery-results.sqlite'}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,16 @@ class RoundStatus(enum.StrEnum):
 
 
 ACTIVE_ROUND_STATUSES = ("queued", "running")
+
+
+def time_left_text(seconds: float | None) -> str | None:
+    """The worker's estimate (eta_seconds) as people read it; one wording for the
+    admin page and the CLI, so the two never disagree."""
+    if seconds is None:
+        return None
+    if seconds >= 90:
+        return f"about {math.ceil(seconds / 60)} min left"
+    return f"about {round(seconds)} s left"
 
 
 class TrainingRound(Base):
@@ -72,6 +83,16 @@ class TrainingRound(Base):
     eta_seconds: Mapped[float | None]
     # Deliveries of this round to a worker (a lost worker's round is retried once).
     attempts: Mapped[int] = mapped_column(default=0)
+    # The attempt that owns the row now (a new one per claim; cleared when the
+    # round is recovered from a lost worker).  Progress, the round's end and
+    # its model are written only by the attempt holding this token, so an
+    # attempt that was given up on cannot overwrite its successor's work.
+    attempt_token: Mapped[str | None] = mapped_column(String(32))
+
+    @property
+    def time_left(self) -> str | None:
+        """The stored estimate of time left, while the round runs (worker/eta.py)."""
+        return None if self.status.is_finished else time_left_text(self.eta_seconds)
 
 
 class ModelVersion(Base):

@@ -31,7 +31,7 @@ def test_base_env_loads(tmp_path):
     ("HEMALOOP_BATCH_SIZE", "0", ["HEMALOOP_BATCH_SIZE=0", "outside"]),
     ("HEMALOOP_HEAD_EPOCHS", "2.5", ["HEMALOOP_HEAD_EPOCHS", "not an integer"]),
     ("HEMALOOP_MAX_IMAGE_PIXELS", "-1", ["HEMALOOP_MAX_IMAGE_PIXELS", "outside"]),
-    ("HEMALOOP_ROUND_STALE_SECONDS", "5", ["HEMALOOP_ROUND_STALE_SECONDS=5", "outside"]),
+    ("HEMALOOP_ROUND_STALE_SECONDS", "4", ["HEMALOOP_ROUND_STALE_SECONDS=4", "outside"]),
     ("HEMALOOP_LOG_LEVEL", "chatty", ["HEMALOOP_LOG_LEVEL", "chatty"]),
     ("HEMALOOP_MIXED_PRECISION", "maybe", ["HEMALOOP_MIXED_PRECISION", "maybe"]),
     ("HEMALOOP_FINE_TUNE_EPOCHS", "-1", ["HEMALOOP_FINE_TUNE_EPOCHS"]),

@@ -552,3 +552,128 @@ def test_progress_writes_phase_fraction_and_eta(settings):
     assert progress.cancelled()
     with pytest.raises(Cancelled):
         progress.check()
+
+
+# --- attempts: only the attempt that owns the row writes -------------------------------------
+
+def _hand_on(settings, round_id: int, worker: str) -> str:
+    """What recovery and the next delivery do: the round is queued again with its
+    token cleared, then another attempt claims it with a new token."""
+    from worker.round_state import claim
+
+    with session_scope(settings.database_url) as s:
+        s.execute(update(TrainingRound).where(TrainingRound.id == round_id)
+                  .values(status=RoundStatus.QUEUED, attempt_token=None))
+    token = claim(settings, round_id, worker)
+    assert token
+    return token
+
+
+def test_a_superseded_attempt_cannot_write_progress_end_or_model(settings):
+    """Issue 11: an attempt given up on (its round handed to another attempt) is
+    refused every write: progress, heartbeat, record, finish and publish."""
+    from worker.publish import publish
+    from worker.round_state import AttemptSuperseded, Heartbeat, claim, record
+
+    with session_scope(settings.database_url) as s:
+        pid = create_project(s, "p", "pbc8").id
+    round_id = add_round(settings, pid)
+    old = claim(settings, round_id, "celery@first")
+    assert old and claim(settings, round_id, "celery@again") is None  # claimed once
+    stale = Progress(settings, round_id, old)
+    stale.phase(0.0, 0.5, "reading cells")  # still its own: written
+    assert get_round(settings, round_id).phase == "reading cells"
+
+    new = _hand_on(settings, round_id, "celery@second")
+    assert new != old
+    current = Progress(settings, round_id, new)
+    current.phase(0.0, 0.5, "training the classifier head")
+    before = get_round(settings, round_id)
+    assert (before.status, before.attempt_token, before.attempts) == (
+        RoundStatus.RUNNING, new, 2)
+
+    with pytest.raises(AttemptSuperseded):
+        stale(0.9, "stale progress", force=True)
+    with pytest.raises(AttemptSuperseded):
+        stale.check()
+    assert stale.cancelled()  # what the training loops ask: stop
+    with pytest.raises(AttemptSuperseded):
+        record(settings, round_id, old, warnings=["from the stale attempt"])
+    assert not finish(settings, round_id, old, status=RoundStatus.FAILED, error="stale")
+    with pytest.raises(AttemptSuperseded):
+        publish(settings, round_id, pid, token=old, version_values=dict(
+            artifact_path="models/x.keras", class_ids=[1, 2], input_size=75,
+            backbone_weights="none"), pool_ids=[], probs=np.zeros((0, 2)), round_values={})
+    # A heartbeat thread of the stale attempt notices too, and stops.
+    beats = Progress(settings, round_id, old)
+    with Heartbeat(beats, 0.05):
+        assert beats.lost.wait(5)
+
+    after = get_round(settings, round_id)
+    assert (after.status, after.phase, after.progress, after.warnings, after.error,
+            after.finished_at, after.attempt_token) == (
+        before.status, before.phase, before.progress, before.warnings, before.error,
+        before.finished_at, new)
+    assert version_of(settings, round_id) is None
+
+    # The attempt that owns the row still writes, and publishes.
+    current(1.0, "nearly done", force=True)
+    current.check()
+    publish(settings, round_id, pid, token=new, version_values=dict(
+        artifact_path="models/x.keras", class_ids=[1, 2], input_size=75,
+        backbone_weights="none"), pool_ids=[], probs=np.zeros((0, 2)), round_values={})
+    assert get_round(settings, round_id).status == RoundStatus.SUCCEEDED
+    assert version_of(settings, round_id) is not None
+
+
+def test_recovery_hands_on_only_stale_rounds_and_revokes_the_lost_attempt(settings):
+    from worker.rounds import fail_lost_rounds
+    from worker.round_state import AttemptSuperseded, claim
+
+    with session_scope(settings.database_url) as s:
+        pid = create_project(s, "p", "pbc8").id
+    round_id = add_round(settings, pid)
+    token = claim(settings, round_id, "celery@busy")
+    progress = Progress(settings, round_id, token)
+    progress.phase(0.0, 1.0, "training")
+    # Fresh heartbeat: not lost, whatever workers start.
+    assert fail_lost_rounds(settings) == 0
+    assert get_round(settings, round_id).attempt_token == token
+    # The stale limit later without a beat: failed (no Celery app to send it again),
+    # and the attempt's token revoked.
+    later = utcnow() + timedelta(seconds=settings.round_stale_seconds + 5)
+    assert fail_lost_rounds(settings, now_fn=lambda: later) == 1
+    rnd = get_round(settings, round_id)
+    assert rnd.status == RoundStatus.FAILED and rnd.attempt_token is None
+    assert "presumed lost" in rnd.error
+    # The lost attempt wakes up: it can write nothing, its end included.
+    with pytest.raises(AttemptSuperseded):
+        progress(0.5, "still here", force=True)
+    assert not finish(settings, round_id, token, status=RoundStatus.SUCCEEDED)
+    assert get_round(settings, round_id).status == RoundStatus.FAILED
+
+
+@pytest.mark.slow
+def test_a_round_whose_attempt_is_superseded_stops_and_publishes_nothing(settings, tmp_path):
+    """A real round in a thread; its row is handed to another attempt while it trains.
+    It stops without writing the round's end or a model, and leaves no file behind."""
+    pid = make_project(settings, tmp_path, "s", TWO, 3, unlabeled=2)
+    slow = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url,
+                                  HEMALOOP_HEAD_EPOCHS="1000"))
+    round_id = new_round(settings, pid)
+    outcome = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(status=run_round(slow, round_id, worker="thread@old")))
+    worker.start()
+    try:
+        wait_until(lambda: "head: epoch" in get_round(settings, round_id).phase)
+        new = _hand_on(settings, round_id, "celery@new")
+    finally:
+        worker.join(timeout=600)
+    assert not worker.is_alive()
+    assert outcome["status"] == RoundStatus.RUNNING  # the row as the new attempt has it
+    rnd = get_round(settings, round_id)
+    assert (rnd.status, rnd.worker, rnd.attempt_token, rnd.finished_at) == (
+        RoundStatus.RUNNING, "celery@new", new, None)
+    assert version_of(settings, round_id) is None
+    assert not list((settings.storage_dir / "models").rglob("*.keras"))

@@ -186,8 +186,10 @@ def test_fail_lost_rounds(settings, tmp_path):
     now = utcnow()
     old = now - timedelta(seconds=settings.round_stale_seconds + 60)
     running = dict(status=RoundStatus.RUNNING, started_at=old, phase="training", progress=0.4)
-    restarted = add_round(settings, pids[0], worker="celery@restarted", heartbeat_at=now,
-                           **running)
+    # Its worker's name is the one a worker starting now has: that alone is no
+    # sign it is lost (two workers on one host shared a name; issue 11).
+    same_name = add_round(settings, pids[0], worker="celery@restarted", heartbeat_at=now,
+                          **running)
     stale = add_round(settings, pids[1], worker="celery@stale",
                        **{**running, "heartbeat_at": old})
     no_beat = add_round(settings, pids[2], worker="celery@silent", **running)
@@ -195,13 +197,10 @@ def test_fail_lost_rounds(settings, tmp_path):
     queued = add_round(settings, pids[4])
     done = add_round(settings, pids[5], status=RoundStatus.SUCCEEDED, worker="celery@restarted",
                       heartbeat_at=old, finished_at=old)
-    untouched = {r: _row(_round(settings, r)) for r in (fresh, queued, done)}
+    untouched = {r: _row(_round(settings, r)) for r in (same_name, fresh, queued, done)}
 
-    assert fail_lost_rounds(settings, worker="celery@restarted") == 3
+    assert fail_lost_rounds(settings) == 2
 
-    rnd = _round(settings, restarted)
-    assert rnd.status == RoundStatus.FAILED and rnd.phase == "failed" and rnd.finished_at
-    assert "stopped (restarted or killed) before it finished" in rnd.error
     rnd = _round(settings, stale)
     assert rnd.status == RoundStatus.FAILED
     assert rnd.error == (f"No progress from worker celery@stale for over "
@@ -210,42 +209,74 @@ def test_fail_lost_rounds(settings, tmp_path):
     for r, row in untouched.items():
         assert _row(_round(settings, r)) == row
 
-    # Nothing left to fail; another worker's restart does not touch the busy one.
-    assert fail_lost_rounds(settings, worker="celery@other") == 0
+    # Nothing left to fail; the busy ones stay running.
+    assert fail_lost_rounds(settings) == 0
     assert _round(settings, fresh).status == RoundStatus.RUNNING
+    assert _round(settings, same_name).status == RoundStatus.RUNNING
 
 
-def test_admin_pages_requeue_a_lost_round_once(app, client, settings):
-    """A round whose worker vanished is sent again once; the admin sees why."""
+def test_admin_pages_only_read(app, client, settings):
+    """Issue 12: GET requests do not write.  The admin page and the round row's poll
+    show a round whose worker vanished as it is; Celery beat recovers it."""
     with session_scope(settings.database_url) as s:
         pid = create_project(s, "p", "pbc8").id
     old = utcnow() - timedelta(hours=2)
     lost = add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
-                      started_at=old, heartbeat_at=old, attempts=1)
+                     started_at=old, heartbeat_at=old, attempts=1, attempt_token="a" * 32)
+    before = _row(_round(settings, lost)) + (_round(settings, lost).attempt_token,)
     make_user(settings, "boss", "admin")
     admin = LoggedIn(client, "boss")
+    assert admin.get("/admin/").status_code == 200
     row = admin.get(f"/admin/rounds/{lost}/row")
     assert row.status_code == 200
-    assert 'data-status="queued"' in row.text and "Queued again" in row.text
-    assert 'hx-trigger="every 2s"' in row.text  # still followed live
-    rnd = _round(settings, lost)
-    assert rnd.status == RoundStatus.QUEUED and rnd.celery_task_id  # really sent again
+    assert 'data-status="running"' in row.text and 'hx-trigger="every 2s"' in row.text
+    assert admin.get(f"/api/rounds/{lost}").status_code == 200
+    assert _row(_round(settings, lost)) + (_round(settings, lost).attempt_token,) == before
 
 
-def test_admin_pages_fail_stale_rounds(app, client, settings):
-    """After its last attempt, a lost round is failed with the reason."""
+def test_beat_task_recovers_lost_rounds_through_a_real_worker(settings):
+    """The beat's recovery task, sent by name to a real worker on the default queue: a
+    lost round with a delivery left is queued again (sent to the train queue), one
+    past its last attempt is failed with the reason; a live round is left alone."""
+    from celery.contrib.testing.worker import start_worker
+
+    import worker.tasks  # noqa: F401
+    from worker.celery_app import DEFAULT_QUEUE, RECOVER_ROUNDS, make_celery
+
+    celery_app = make_celery(settings)
+    entry = celery_app.conf.beat_schedule["recover-rounds"]
+    assert entry["task"] == RECOVER_ROUNDS and entry["schedule"] == settings.schedule_seconds
+    assert celery_app.conf.task_routes[RECOVER_ROUNDS] == {"queue": DEFAULT_QUEUE}
     with session_scope(settings.database_url) as s:
-        pid = create_project(s, "p", "pbc8").id
-    old = utcnow() - timedelta(hours=2)
-    stale = add_round(settings, pid, status=RoundStatus.RUNNING, worker="celery@gone",
-                       started_at=old, heartbeat_at=old, attempts=2)
-    make_user(settings, "boss", "admin")
-    admin = LoggedIn(client, "boss")
-    row = admin.get(f"/admin/rounds/{stale}/row")
-    assert row.status_code == 200
-    assert 'data-status="failed"' in row.text and "presumed lost" in row.text
-    assert "hx-trigger" not in row.text  # a finished row stops polling
-    assert _round(settings, stale).status == RoundStatus.FAILED
+        pids = [create_project(s, f"p{i}", "pbc8").id for i in range(3)]
+    old = utcnow() - timedelta(seconds=settings.round_stale_seconds + 60)
+    now = utcnow()
+    lost = dict(status=RoundStatus.RUNNING, worker="celery@gone", started_at=old,
+                heartbeat_at=old, attempt_token="b" * 32)
+    again = add_round(settings, pids[0], attempts=1, **lost)
+    given_up = add_round(settings, pids[1], attempts=2, **lost)
+    live = add_round(settings, pids[2], status=RoundStatus.RUNNING, worker="celery@busy",
+                     started_at=old, heartbeat_at=now, attempts=1, attempt_token="c" * 32)
+    live_row = _row(_round(settings, live))
+
+    with start_worker(celery_app, pool="solo", perform_ping_check=False,
+                      queues=[DEFAULT_QUEUE], shutdown_timeout=60):
+        celery_app.send_task(RECOVER_ROUNDS)
+        deadline = time.monotonic() + 60
+        while _round(settings, given_up).status == RoundStatus.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        while _round(settings, again).celery_task_id is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    rnd = _round(settings, again)
+    assert rnd.status == RoundStatus.QUEUED and rnd.attempt_token is None
+    assert any("presumed lost. Queued again" in w for w in rnd.warnings)
+    rnd = _round(settings, given_up)
+    assert rnd.status == RoundStatus.FAILED and rnd.attempt_token is None
+    assert rnd.error == ("No progress from worker celery@gone for over "
+                         f"{settings.round_stale_seconds} s; the worker is presumed lost.")
+    assert _row(_round(settings, live)) == live_row
 
 
 # --- a real Celery worker -------------------------------------------------------------------
@@ -306,8 +337,8 @@ def _start_worker(env: dict, name: str, log_path: Path) -> subprocess.Popen:
     proc_env = {k: v for k, v in os.environ.items() if not k.startswith("HEMALOOP_")}
     proc_env.update(env, PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        worker_command() + ["-n", name, "--without-heartbeat", "--without-mingle",
-                            "--without-gossip"],
+        worker_command(name=name) + ["--without-heartbeat", "--without-mingle",
+                                     "--without-gossip"],
         cwd=REPO, env=proc_env, stdout=log_path.open("a"), stderr=subprocess.STDOUT)
 
 
@@ -328,11 +359,13 @@ def _wait_until(predicate, proc, log_path: Path, timeout: float = 180) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_round_is_recovered_on_restart(tmp_path, sqlite_url):
-    """`celery -A worker.main worker` (what `hemaloop worker` runs) is killed (SIGKILL)
-    while it trains; started again under the same name, its worker_ready handler
-    queues the round again and the round then succeeds.  Another worker's running
-    round is left alone.
+    """Fault test (issue 11): `celery -A worker.main worker` (what `hemaloop worker`
+    runs) is killed (SIGKILL) while it trains.  Once the round's heartbeat is older
+    than HEMALOOP_ROUND_STALE_SECONDS, a worker starting (under a new name, as every
+    worker does) queues the round again at start-up, and the round then succeeds once;
+    it never stays running.  Another worker's live round is left alone.
 
     (The in-process ``running_worker`` does not send worker_ready: Celery's
     TestWorkController replaces the hook that sends it, so this needs the real command.)
@@ -340,7 +373,9 @@ def test_worker_killed_mid_round_is_recovered_on_restart(tmp_path, sqlite_url):
     from worker.celery_app import make_celery
     from worker.launch import create_round, enqueue_round
 
-    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url)
+    stale_s = 10
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url,
+                   HEMALOOP_ROUND_STALE_SECONDS=str(stale_s))
     settings = load_settings(env)
     src = small_demo_copy(tmp_path / "cells", per_class=4, classes=["neutrophil", "platelet"])
     with session_scope(settings.database_url) as s:
@@ -349,17 +384,14 @@ def test_worker_killed_mid_round_is_recovered_on_restart(tmp_path, sqlite_url):
         import_path(s, settings.storage_dir, project, src, max_pixels=settings.max_image_pixels)
         other = create_project(s, "other", "pbc8")
         pid, other_id = project.id, other.id
-    now = utcnow()
-    theirs = add_round(settings, other_id, worker="celery@elsewhere", status=RoundStatus.RUNNING,
-                        started_at=now, heartbeat_at=now, phase="training")
     with session_scope(settings.database_url) as s:
         rnd = create_round(s, s.get(Project, pid), trigger="cli")
         enqueue_round(s, make_celery(settings), rnd)
         round_id = rnd.id
 
-    name = f"hemaloop-test-{uuid.uuid4().hex[:8]}@localhost"
+    first = f"hemaloop-test-{uuid.uuid4().hex[:8]}@localhost"
     log_path = tmp_path / "worker.log"
-    proc = _start_worker(env, name, log_path)
+    proc = _start_worker(env, first, log_path)
     try:
         _wait_until(lambda: _round(settings, round_id).status == RoundStatus.RUNNING,
                     proc, log_path)
@@ -369,15 +401,95 @@ def test_worker_killed_mid_round_is_recovered_on_restart(tmp_path, sqlite_url):
         if proc.poll() is None:
             proc.kill()
     killed = _round(settings, round_id)
-    assert killed.status == RoundStatus.RUNNING and killed.worker == name
+    assert killed.status == RoundStatus.RUNNING and killed.worker == first
+    lost_token = killed.attempt_token
+    assert lost_token
+    # Not stale yet: a worker starting now would leave it alone.  Wait until it is.
+    deadline = killed.heartbeat_at + timedelta(seconds=stale_s + 1)
+    time.sleep(max(0.0, (deadline - utcnow()).total_seconds()))
+    # Another project's round, running and beating on another worker: not lost.
+    now = utcnow()
+    theirs = add_round(settings, other_id, worker="celery@elsewhere", status=RoundStatus.RUNNING,
+                       started_at=now, heartbeat_at=now, phase="training")
 
-    proc = _start_worker(env, name, log_path)
+    second = f"hemaloop-test-{uuid.uuid4().hex[:8]}@localhost"
+    proc = _start_worker(env, second, log_path)
     try:
         _wait_until(lambda: _round(settings, round_id).status.is_finished, proc, log_path)
     finally:
         _stop(proc)
     rnd = _round(settings, round_id)
     assert rnd.status == RoundStatus.SUCCEEDED, (rnd.error, log_path.read_text()[-3000:])
-    assert rnd.attempts == 2 and rnd.worker == name
-    assert any("Queued again" in w for w in rnd.warnings)
+    assert rnd.attempts == 2 and rnd.worker == second
+    assert rnd.attempt_token not in (None, lost_token)
+    assert any("presumed lost. Queued again" in w for w in rnd.warnings)
+    with session_scope(settings.database_url) as s:
+        assert s.scalar(select(func.count(ModelVersion.id))
+                        .where(ModelVersion.round_id == round_id)) == 1
     assert _round(settings, theirs).status == RoundStatus.RUNNING
+
+
+def _start_default_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    """`hemaloop worker` as an operator starts it: no name given on the command line."""
+    from webapp.cli import worker_command
+
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("HEMALOOP_")}
+    proc_env.update(env, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        worker_command() + ["--without-heartbeat", "--without-mingle", "--without-gossip"],
+        cwd=REPO, env=proc_env, stdout=log_path.open("a"), stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_second_worker_on_the_same_host_leaves_a_running_round_alone(tmp_path, sqlite_url):
+    """Issue 11, defect 1: a second `hemaloop worker` on the same machine started while a
+    round runs.  It must not take the live round for a lost one: the round finishes
+    once, there is one model file, and the row says succeeded."""
+    from worker.celery_app import make_celery
+    from worker.launch import create_round, enqueue_round
+
+    # Many head epochs and no validation split (8 labels): the round runs long
+    # enough for the second worker to start while it trains.
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url, HEMALOOP_HEAD_EPOCHS="1000")
+    settings = load_settings(env)
+    src = small_demo_copy(tmp_path / "cells", per_class=4, classes=["neutrophil", "platelet"])
+    with session_scope(settings.database_url) as s:
+        project = create_project(s, "p", "pbc8", test_share=0.0, train_on_reference=True,
+                                 fine_tune_blocks=0)
+        import_path(s, settings.storage_dir, project, src, max_pixels=settings.max_image_pixels)
+        pid = project.id
+        rnd = create_round(s, s.get(Project, pid), trigger="cli")
+        enqueue_round(s, make_celery(settings), rnd)
+        round_id = rnd.id
+
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _start_default_worker(env, first_log)
+    second = None
+    try:
+        _wait_until(lambda: "head: epoch" in (_round(settings, round_id).phase or ""),
+                    first, first_log)
+        second = _start_default_worker(env, second_log)
+        _wait_until(lambda: " ready." in second_log.read_text(), second, second_log)
+        # The second worker is up and has done its start-up checks; the round still runs.
+        assert _round(settings, round_id).status == RoundStatus.RUNNING
+        rnd = _wait_finished(settings, round_id, timeout=600)
+        # Give a second attempt, if one was started, the time to publish or fail.
+        time.sleep(3)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                _stop(proc)
+    rnd = _round(settings, round_id)
+    logs = first_log.read_text()[-3000:] + second_log.read_text()[-3000:]
+    assert rnd.status == RoundStatus.SUCCEEDED, (rnd.error, logs)
+    assert rnd.attempts == 1, logs
+    with session_scope(settings.database_url) as s:
+        versions = s.scalars(select(ModelVersion).where(ModelVersion.round_id == round_id)).all()
+    assert len(versions) == 1 and versions[0].is_active
+    files = sorted(p.name for p in (settings.storage_dir / "models" / f"project-{pid}")
+                   .glob("*.keras"))
+    assert files == [Path(versions[0].artifact_path).name]
+    # Two workers on one host, two names.
+    names = {re.search(r"(\S+@\S+) v\d", log.read_text()).group(1)
+             for log in (first_log, second_log) if re.search(r"(\S+@\S+) v\d", log.read_text())}
+    assert len(names) == 2, names

@@ -271,20 +271,29 @@ def round_cmd(project_name: str, wait: bool, inline: bool) -> None:
 
 
 def _follow(settings: Settings, round_id: int, stop=None) -> None:
-    """A terminal progress bar fed from the round's row (phase, progress, ETA)."""
+    """A terminal progress bar fed from the round's row (phase, progress, time left).
+
+    The time left is the worker's estimate stored on the row, worded as the admin
+    page words it (not click's own extrapolation of the bar, which disagreed).
+    """
     with click.progressbar(length=1000, label=f"round {round_id}", file=sys.stderr,
-                           item_show_func=lambda phase: phase) as bar:
+                           show_eta=False, item_show_func=lambda text: text) as bar:
         shown = 0
         while True:
             with session_scope(settings.database_url) as s:
                 rnd = s.get(TrainingRound, round_id)
-                status, progress, phase = rnd.status, rnd.progress, rnd.phase
+                status, progress, text = rnd.status, rnd.progress, progress_text(rnd)
             step = int(progress * 1000) - shown
-            bar.update(max(step, 0), phase)
+            bar.update(max(step, 0), text)
             shown += max(step, 0)
             if status.is_finished or (stop is not None and stop.is_set()):
                 break
             time.sleep(1)
+
+
+def progress_text(rnd: TrainingRound) -> str:
+    """The phase and the stored time left, as the admin page's round row shows them."""
+    return f"{rnd.phase} · {rnd.time_left}" if rnd.time_left else rnd.phase
 
 
 def _report(settings: Settings, round_id: int) -> None:
@@ -432,11 +441,21 @@ def run(host: str, port: int, worker: bool) -> None:
         raise SystemExit(1)
 
 
-def worker_command(queues: str = "train,score,default") -> list[str]:
+def worker_command(queues: str = "train,score,default", name: str | None = None) -> list[str]:
+    """The Celery worker command line; each call names a new worker.
+
+    Celery's default name is ``celery@<host>`` for every worker on a host; two
+    workers on one machine (or a container restarted under the same host
+    name) would share it.  A unique name per process keeps the round's
+    ``worker`` column and Celery's own view of workers unambiguous.
+    """
+    import uuid
+
     # solo pool: one task at a time in the worker process itself, which keeps
     # TensorFlow's threads and memory in one place on a small machine.
     return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
-            "-Q", queues, "--loglevel", "INFO"]
+            "-Q", queues, "--loglevel", "INFO",
+            "-n", name or f"hemaloop-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h"]
 
 
 @main.command()

@@ -22,6 +22,7 @@ SCORE_VERSION = "hemaloop.score_version"
 SCORE_CHUNK = "hemaloop.score_chunk"
 FINISH_SCORING = "hemaloop.finish_scoring"
 SCHEDULE_ROUNDS = "hemaloop.schedule_rounds"
+RECOVER_ROUNDS = "hemaloop.recover_rounds"
 BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
 RUN_SIMULATION = "hemaloop.run_simulation"
 
@@ -59,12 +60,15 @@ def make_celery(settings: Settings) -> Celery:
             # The chord's join (for result backends without native chords).
             "celery.chord_unlock": {"queue": SCORE_QUEUE},
             SCHEDULE_ROUNDS: {"queue": DEFAULT_QUEUE},
+            RECOVER_ROUNDS: {"queue": DEFAULT_QUEUE},
             BUILD_REVIEW_QUEUE: {"queue": SCORE_QUEUE},
             RUN_SIMULATION: {"queue": TRAIN_QUEUE},
         },
-        # Celery beat checks for projects due a scheduled round.
+        # Celery beat checks for projects due a scheduled round, and for rounds
+        # whose worker is gone (pages only read; recovery writes happen here).
         beat_schedule={
             "schedule-rounds": {"task": SCHEDULE_ROUNDS, "schedule": settings.schedule_seconds},
+            "recover-rounds": {"task": RECOVER_ROUNDS, "schedule": settings.schedule_seconds},
         },
         # Long jobs: take one at a time, acknowledge when done.
         task_acks_late=True,

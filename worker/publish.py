@@ -66,32 +66,42 @@ def activate(session: Session, version: ModelVersion) -> None:
     version.activated_at = utcnow()
 
 
-def publish(settings: Settings, round_id: int, project_id: int, *, version_values: dict,
-            pool_ids: list[int], probs: np.ndarray, round_values: dict) -> int:
+def publish(settings: Settings, round_id: int, project_id: int, *, token: str | None = None,
+            version_values: dict, pool_ids: list[int], probs: np.ndarray,
+            round_values: dict) -> int:
     """Store the version, its predictions and the round's result in one transaction,
-    so the labeling queue switches from the old ranking to the new one at once."""
-    from .rounds import Cancelled
+    so the labeling queue switches from the old ranking to the new one at once.
+
+    Only the attempt holding ``token`` publishes: the round row is claimed
+    first (a conditional UPDATE on id, token and 'running', which on PostgreSQL
+    also locks the row until commit), then the version is added.  A cancelled
+    round raises Cancelled; a round taken over by another attempt raises
+    AttemptSuperseded; either way nothing is written.
+    """
+    from .round_state import AttemptSuperseded, Cancelled, owned_by
 
     with session_scope(settings.database_url) as s:
-        status = s.scalar(select(TrainingRound.status).where(TrainingRound.id == round_id))
-        if status == RoundStatus.CANCELLED:
-            raise Cancelled()
+        done = s.execute(
+            update(TrainingRound)
+            .where(owned_by(round_id, token), TrainingRound.status == RoundStatus.RUNNING)
+            .values(status=RoundStatus.SUCCEEDED, progress=1.0, phase="done", eta_seconds=None,
+                    finished_at=utcnow(), heartbeat_at=utcnow(), **round_values)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:
+            row = s.execute(select(TrainingRound.status, TrainingRound.attempt_token)
+                            .where(TrainingRound.id == round_id)).one_or_none()
+            if row is not None and row[1] == token and row[0] == RoundStatus.CANCELLED:
+                raise Cancelled()
+            raise AttemptSuperseded(round_id)
         version = ModelVersion(project_id=project_id, round_id=round_id, is_active=False,
                                **version_values)
         s.add(version)
         s.flush()
         n = store_predictions(s, version, pool_ids, probs)
         activate(s, version)
-        done = s.execute(
-            update(TrainingRound)
-            .where(TrainingRound.id == round_id, TrainingRound.status == RoundStatus.RUNNING)
-            .values(status=RoundStatus.SUCCEEDED, progress=1.0, phase="done", eta_seconds=None,
-                    finished_at=utcnow(), heartbeat_at=utcnow(), n_scored=n, **round_values)
-        )
-        if done.rowcount != 1:
-            # Cancelled (or taken over) since the check above: the version,
-            # its predictions and the activation roll back with this raise.
-            raise Cancelled()
+        s.execute(update(TrainingRound).where(TrainingRound.id == round_id)
+                  .values(n_scored=n).execution_options(synchronize_session=False))
         version_id = version.id
     prune_features(settings, project_id)
     return version_id
@@ -107,9 +117,12 @@ def prune_features(settings: Settings, project_id: int) -> list[str]:
             keep.update(s.scalars(select(ModelVersion.feature_key)
                                   .where(ModelVersion.project_id == pid)
                                   .order_by(ModelVersion.id.desc()).limit(KEEP_FEATURE_SETS)))
-        # A round still running may be writing its fine-tuned features now.
-        keep.update(f"round{i}" for i in s.scalars(select(TrainingRound.id).where(
+        # A round still running may be writing its fine-tuned features now
+        # (under its attempt's key, worker/training.py attempt_feature_key).
+        busy = set(s.scalars(select(TrainingRound.id).where(
             TrainingRound.status.in_([RoundStatus.QUEUED, RoundStatus.RUNNING]))))
+    keep.update(k.name for k in (settings.storage_dir / "features").glob("round*")
+                if k.name.removeprefix("round").split("-")[0] in {str(i) for i in busy})
     # Pristine-backbone keys are cheap to keep and shared by every project.
     keep.update(k.name for k in (settings.storage_dir / "features").glob("*")
                 if not k.name.startswith("round"))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from .celery_app import (
-    BUILD_REVIEW_QUEUE, FINISH_SCORING, RUN_ROUND, RUN_SIMULATION, SCHEDULE_ROUNDS, SCORE_CHUNK,
-    SCORE_VERSION,
+    BUILD_REVIEW_QUEUE, FINISH_SCORING, RECOVER_ROUNDS, RUN_ROUND, RUN_SIMULATION, SCHEDULE_ROUNDS,
+    SCORE_CHUNK, SCORE_VERSION,
 )
 
 
@@ -60,6 +60,14 @@ def schedule_rounds_task(self) -> list[int]:
     from .schedule import schedule_rounds
 
     return schedule_rounds(self.app.hemaloop_settings, self.app)
+
+
+@shared_task(bind=True, name=RECOVER_ROUNDS, ignore_result=True)
+def recover_rounds_task(self) -> int:
+    """Rounds whose worker is gone (stale heartbeat): queued again once, or failed."""
+    from .rounds import fail_lost_rounds
+
+    return fail_lost_rounds(self.app.hemaloop_settings, celery=self.app)
 
 
 @shared_task(bind=True, name=BUILD_REVIEW_QUEUE, acks_late=True)

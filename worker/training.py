@@ -36,7 +36,7 @@ from models.settings import Settings
 
 from .launch import RoundError, check_trainable
 from .publish import publish
-from .rounds import Progress, record
+from .round_state import AttemptSuperseded, Cancelled, Progress
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ def cached_features(settings: Settings, clf, key: str, data: RoundData, image_id
     shas = [data.images[i][0] for i in image_ids]
     feats, found = store.get_many(shas, FEATURE_DIM)
     missing = np.flatnonzero(~found)
+    progress.units(len(missing))  # cached cells cost (next to) nothing
     failures: list[tuple[int, str]] = []
     ok = found.copy()
     if len(missing):
@@ -264,8 +265,6 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         TrainingCancelled, stratified_validation_split, wants_validation,
     )
 
-    from .rounds import Cancelled
-
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     data = load_round_data(settings, round_id)
@@ -277,7 +276,8 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
              "head": (0.45, 0.5) if fine_tune else (0.85, 0.95), "fine_tune": (0.5, 0.8),
              "refeature": (0.8, 0.95), "publish": (0.95, 1.0)}
 
-    progress.phase(*spans["build"], "building the network")
+    progress.plan(round_plan(settings, data, fine_tune))
+    progress.phase(*spans["build"], "building the network", name="build")
     policy = precision.configure(settings.mixed_precision)
     warnings: list[str] = list(data.warnings)
     clf, feature_key, parent_id = build_classifier(settings, data, warnings)
@@ -290,7 +290,7 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         # Which pristine backbone this model descends from, for later warm starts.
         "backbone_key": (lineage_backbone_key(data.active) if parent_id else None) or feature_key,
     }
-    record(settings, round_id, warnings=warnings, config=config)
+    progress.record(warnings=warnings, config=config)
     timings["build_s"] = time.perf_counter() - t0
     progress.check()
 
@@ -298,14 +298,14 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
     # training set and the pool).
     image_ids = list(dict.fromkeys([i for i, _ in data.train + data.test] + data.pool))
     row_of = {image_id: row for row, image_id in enumerate(image_ids)}
-    progress.phase(*spans["features"], "reading cells")
+    progress.phase(*spans["features"], "reading cells", name="features")
     t = time.perf_counter()
     feats, ok, failures, timings["features_cached"] = cached_features(
         settings, clf, feature_key, data, image_ids, progress)
     timings["features_s"] = time.perf_counter() - t
     if failures:
         warnings.append(_unreadable_warning(settings, failures))
-        record(settings, round_id, warnings=warnings)
+        progress.record(warnings=warnings)
 
     index_of = {cid: k for k, cid in enumerate(data.class_ids)}
     train_rows = np.array([row_of[i] for i, _ in data.train if ok[row_of[i]]], dtype=np.int64)
@@ -319,7 +319,7 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         warnings.append("Too few labels for a validation split: no early stopping, "
                         "and suggestions are not calibrated (temperature 1).")
 
-    progress.phase(*spans["head"], "training the classifier head")
+    progress.phase(*spans["head"], "training the classifier head", name="head")
     t = time.perf_counter()
     history: dict[str, Any] = {}
     fine_tune_info: dict[str, Any] = {}
@@ -340,29 +340,35 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
             warnings.append("Fine-tuning skipped: it needs a validation split to tell whether "
                             "it helped, and there are too few labels for one.")
         elif fine_tune:
-            progress.phase(*spans["fine_tune"], "fine-tuning the top blocks")
+            progress.phase(*spans["fine_tune"], "fine-tuning the top blocks", name="fine_tune")
             t = time.perf_counter()
             kept = fine_tune_if_better(settings, clf, data, image_ids, train_rows, y_all, fit,
                                        val, feats, progress, history, metrics_out=fine_tune_info)
             timings["fine_tune_s"] = time.perf_counter() - t
             if kept:
-                # The backbone changed: its features are this round's own.
-                feature_key = f"round{round_id}"
-                progress.phase(*spans["refeature"], "re-reading cells with the fine-tuned backbone")
+                # The backbone changed: its features are this attempt's own
+                # (another attempt at the round never shares or overwrites them).
+                feature_key = attempt_feature_key(round_id, progress.token)
+                progress.phase(*spans["refeature"], "re-reading cells with the fine-tuned backbone",
+                               name="refeature")
                 t = time.perf_counter()
                 feats, ok2, _, _ = cached_features(settings, clf, feature_key, data, image_ids,
                                                    progress)
                 ok &= ok2
                 timings["refeature_s"] = time.perf_counter() - t
             else:
+                progress.skip("refeature")
                 warnings.append(
                     "Fine-tuning did not improve the validation loss "
                     f"({fine_tune_info['val_loss_before']:.3f} before, "
                     f"{fine_tune_info['val_loss_after']:.3f} after); the head-only model was kept.")
     except TrainingCancelled as exc:
+        # Stopped on request: by the admin, or because this attempt was superseded.
+        if progress.superseded():
+            raise AttemptSuperseded(round_id) from exc
         raise Cancelled() from exc
 
-    progress.phase(*spans["publish"], "evaluating and ranking")
+    progress.phase(*spans["publish"], "evaluating and ranking", name="publish")
     logits = clf.logits_features(feats)
     y_val, val_rows = y_all[val], train_rows[val]
     metrics: dict[str, Any] = {"history": history,
@@ -404,24 +410,88 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         else np.zeros((0, len(data.class_ids)), dtype=np.float32)
 
     progress.check()
-    artifact = Path("models") / f"project-{data.project_id}" / f"round-{round_id}.keras"
+    # Written under this attempt's own name: another attempt at the round (one
+    # given up on and still running somewhere) never overwrites the file a
+    # published version points at.
+    artifact = attempt_artifact(data.project_id, round_id, progress.token)
     t = time.perf_counter()
     (settings.storage_dir / artifact).parent.mkdir(parents=True, exist_ok=True)
-    clf.save(settings.storage_dir / artifact)
-    seen = np.flatnonzero(ok)
-    embeddings.save(embeddings.embeddings_path(settings.storage_dir / artifact),
-                    np.asarray(image_ids)[seen], embeddings.project(feats[seen]))
-    timings["save_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t0
-    publish(settings, round_id, data.project_id, version_values=dict(
-        artifact_path=str(artifact), class_ids=data.class_ids, input_size=clf.input_size,
-        backbone_weights=clf.backbone_weights, metrics=metrics, temperature=temperature,
-        n_train=int(len(y_all)), config=config, feature_key=feature_key,
-        parent_version_id=parent_id,
-    ), pool_ids=pool_ids, probs=probs, round_values=dict(
-        warnings=warnings, timings=timings, n_train=int(len(y_all)), n_test=int(len(test_rows)),
-    ))
+    published = False
+    try:
+        clf.save(settings.storage_dir / artifact)
+        seen = np.flatnonzero(ok)
+        embeddings.save(embeddings.embeddings_path(settings.storage_dir / artifact),
+                        np.asarray(image_ids)[seen], embeddings.project(feats[seen]))
+        timings["save_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - t0
+        publish(settings, round_id, data.project_id, token=progress.token, version_values=dict(
+            artifact_path=str(artifact), class_ids=data.class_ids, input_size=clf.input_size,
+            backbone_weights=clf.backbone_weights, metrics=metrics, temperature=temperature,
+            n_train=int(len(y_all)), config=config, feature_key=feature_key,
+            parent_version_id=parent_id,
+        ), pool_ids=pool_ids, probs=probs, round_values=dict(
+            warnings=warnings, timings=timings, n_train=int(len(y_all)),
+            n_test=int(len(test_rows)),
+        ))
+        published = True
+    finally:
+        if not published:
+            remove_artifact(settings, artifact)
     next_review_round(settings, data.project_id)
+
+
+def attempt_artifact(project_id: int, round_id: int, token: str | None) -> Path:
+    """The model file of one attempt at a round, relative to the storage directory."""
+    suffix = f"-{token[:12]}" if token else ""
+    return Path("models") / f"project-{project_id}" / f"round-{round_id}{suffix}.keras"
+
+
+def attempt_feature_key(round_id: int, token: str | None) -> str:
+    """The feature-cache key of a backbone one attempt fine-tuned."""
+    return f"round{round_id}-{token[:12]}" if token else f"round{round_id}"
+
+
+def remove_artifact(settings: Settings, artifact: Path) -> None:
+    """Drop an unpublished attempt's model, its sidecar and its embeddings."""
+    from worker.ml import embeddings
+
+    path = settings.storage_dir / artifact
+    for f in (path, path.with_suffix(".json"), embeddings.embeddings_path(path)):
+        f.unlink(missing_ok=True)
+
+
+# Prior costs for the time-left estimate (worker/eta.py), on a CPU at 299 px; the
+# round's own measurements replace them as it runs (a GPU is much faster).
+FORWARD_S_PER_CELL_299 = 0.05
+# A fine-tuning cell-epoch: augmentation, a forward pass and a backward pass
+# through the unfrozen blocks.
+FINE_TUNE_COST = 3.0
+HEAD_S_PER_EPOCH = 0.05
+HEAD_S_PER_SAMPLE_EPOCH = 2e-5
+
+
+def round_plan(settings: Settings, data: RoundData, fine_tune: bool):
+    """The round's phases as work to do, for the time-left estimate."""
+    from .eta import Phase
+
+    forward = FORWARD_S_PER_CELL_299 * (settings.input_size / 299) ** 2
+    n_cells = len(set(i for i, _ in data.train + data.test) | set(data.pool))
+    n_train = len(data.train)
+    phases = [
+        Phase("build", 1, 3.0, calibrates=False),
+        Phase("features", n_cells, forward, kind="forward"),
+        Phase("head", settings.head_epochs,
+              HEAD_S_PER_EPOCH + n_train * HEAD_S_PER_SAMPLE_EPOCH),
+    ]
+    if fine_tune:
+        phases += [
+            # The epochs, then the validation cells' features once.
+            Phase("fine_tune", settings.fine_tune_epochs * n_train + n_train * VALIDATION_FRACTION,
+                  forward * FINE_TUNE_COST),
+            Phase("refeature", n_cells, forward, kind="forward"),
+        ]
+    phases.append(Phase("publish", 1, 2.0 + n_cells * 1e-4, calibrates=False))
+    return phases
 
 
 def next_review_round(settings: Settings, project_id: int) -> None:

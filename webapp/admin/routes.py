@@ -9,7 +9,6 @@ from models import ModelVersion, Project, Role, TrainingRound
 from worker.celery_app import SCORE_VERSION
 from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
 from worker.publish import activate
-from worker.rounds import fail_lost_rounds
 
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
@@ -27,16 +26,10 @@ def _round(round_id: int) -> TrainingRound:
     return get_or_404(TrainingRound, round_id, "round")
 
 
-def _recover_lost() -> None:
-    # A round whose worker vanished is queued again (or failed) here too,
-    # not only when a worker starts.
-    fail_lost_rounds(current_app.config["HEMALOOP"], celery=celery())
-
-
 @bp.get("/")
 @role_required(Role.ADMIN)
 def index():
-    _recover_lost()
+    # Only reads: lost rounds are recovered by Celery beat (worker/tasks.py).
     db = get_db()
     projects = db.scalars(select(Project).order_by(Project.name)).all()
     return render_template("admin/index.html",
@@ -70,11 +63,7 @@ def cancel(round_id: int):
 @bp.get("/rounds/<int:round_id>/row")
 @role_required(Role.ADMIN)
 def round_row(round_id: int):
-    rnd = _round(round_id)
-    if not rnd.status.is_finished:
-        _recover_lost()
-        get_db().refresh(rnd)
-    return render_template("admin/_round_row.html", rnd=rnd)
+    return render_template("admin/_round_row.html", rnd=_round(round_id))
 
 
 @bp.get("/rounds/<int:round_id>")
