@@ -1,7 +1,7 @@
 """users.session_version: sessions carry it, bumping it ends them (logout,
 a new password, deactivation).
 
-Revision ID: 0006_session_version
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-02
 """

@@ -1,8 +1,8 @@
 """Each attempt at a training round has its own token on the row: only the attempt
 that holds it may write progress, the round's end or its model (issue 11).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 
