@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from models import Image, ModelVersion, Prediction, Project, Split, TrainingRound
 from models.db import session_scope
-from tests.conftest import DEMO_DIR, LoggedIn
+from tests.helpers import DEMO_DIR, LoggedIn
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 

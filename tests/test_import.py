@@ -19,7 +19,7 @@ from sqlalchemy import select
 from models import Annotation, Image, LabelClass, Origin, Project, Split
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, base_env, small_demo_copy
+from tests.helpers import DEMO_DIR, base_env, small_demo_copy
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect, pool, text
 import models  # noqa: F401  (registers every table on Base.metadata)
 from migrations.runner import downgrade, upgrade
 from models.base import Base
-from tests.conftest import fresh_postgres_database
+from tests.helpers import fresh_postgres_database
 
 from alembic.script import ScriptDirectory
 

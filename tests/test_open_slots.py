@@ -11,7 +11,7 @@ from models import Annotation, Image, Origin, Project, Split
 from models.db import session_scope
 from models.labels import OPEN, cell_states
 from models.open_slots import refresh_open_slots
-from tests.conftest import LoggedIn, make_user
+from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
     fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
 )

@@ -12,7 +12,7 @@ from models import Annotation, Kind, Lease, Origin, Project, Split, utcnow
 from models.db import session_scope
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN, cell_states, labeled_images, \
     unlabeled_pool
-from tests.conftest import LoggedIn, make_user
+from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
     class_id, fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
 )

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from models import Annotation, Flag, Image, Origin, Project, Split, TrainingRound
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, PASSWORD, LoggedIn, base_env, csrf_token, make_user
+from tests.helpers import DEMO_DIR, PASSWORD, LoggedIn, base_env, csrf_token, make_user
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 
 from models import Image, ModelVersion, Prediction, Project, Split, utcnow
 from models.db import session_scope
-from models.labels import has_reader_annotation, label_counts, labeled_images
+from models.labels import NEEDS_READERS, label_counts, labeled_images
 from models.review import QueueStatus, ReviewQueue, ReviewQueueItem
 from models.settings import Settings
 
@@ -45,7 +45,9 @@ AUTOMATIC = ("round", "scoring")
 
 
 def _pending(project_id: int):
-    return (Image.project_id == project_id, Image.split == Split.POOL, ~has_reader_annotation())
+    """The project's cells a review round may hold: those that still need a reader
+    (with k = 2, a cell with one vote too)."""
+    return Image.project_id == project_id, NEEDS_READERS
 
 
 def _top_by_sql(s, project_id: int, version_id: int, order, limit: int,

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from models import Annotation, Flag, Origin
 from models.db import session_scope
 from tests.browser.conftest import log_in
-from tests.conftest import make_user
+from tests.helpers import make_user
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
