@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from fileio import atomic_write
 from worker.ml.features import apply_to_images, extract_features
 from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER, backbone_of, build_classifier
 from worker.ml.train import HeadTrainingResult, install_head, train_head
@@ -23,23 +22,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str) -> None:
-    """Write via a temp file in `path`'s directory, then rename over `path`.
-
-    Same directory, so os.replace is a rename on one filesystem: readers see
-    the old file or the new one, never a half-written one.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CellClassifier:
@@ -217,11 +199,12 @@ class CellClassifier:
             "input_size": self.input_size,
             "backbone_weights": self.backbone_weights,
         }
-        _replace_atomically(path, lambda tmp: self.model.save(tmp), MODEL_SUFFIX)
-        _replace_atomically(
+        # Each file aside, then renamed: readers see the old one or the new one.
+        atomic_write(path, lambda tmp: self.model.save(tmp), suffix=MODEL_SUFFIX)
+        atomic_write(
             path.with_suffix(".json"),
             lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"),
-            ".json",
+            suffix=".json",
         )
 
     @classmethod
