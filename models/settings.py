@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from fileio import atomic_write
+from common.files import atomic_write
 
 PREFIX = "HEMALOOP_"
 MIN_INPUT_SIZE = 75  # InceptionV3 refuses anything smaller.
@@ -56,17 +56,8 @@ class Settings:
     score_chunk_cells: int = 5000
 
     @property
-    def models_dir(self) -> Path:
-        return self.storage_dir / "models"
-
-    @property
     def images_dir(self) -> Path:
         return self.storage_dir / "images"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = env.get(PREFIX + name)

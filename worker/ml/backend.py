@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from fileio import atomic_write
+from common.files import atomic_write
 from worker.ml.features import apply_to_images, extract_features
 from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER, backbone_of, build_classifier
 from worker.ml.train import HeadTrainingResult, install_head, train_head
@@ -157,10 +157,12 @@ class CellClassifier:
         return np.asarray(features, dtype=np.float32) @ kernel + bias
 
     def predict_features(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities `[n, k]` from cached features, through the head only.
+        """Uncalibrated class probabilities `[n, k]` (temperature 1) from cached
+        features, through the head only, in plain NumPy: what `predict` gives for
+        the same images (tests/ml/test_ml_classifier.py holds them equal).
 
-        Plain NumPy: re-scoring thousands of cached feature rows after each
-        training round is one matrix product, no TensorFlow call overhead.
+        Rounds and pool scoring do not call this: they take `logits_features` and
+        divide by the model version's fitted temperature (worker/ml/calibration.py).
         """
         kernel, bias = (
             np.asarray(w, dtype=np.float32) for w in self.model.get_layer(HEAD_LAYER).get_weights()

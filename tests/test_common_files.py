@@ -1,10 +1,10 @@
-"""fileio.atomic_write: the one way files are written in place."""
+"""common.files.atomic_write: the one way files are written in place."""
 
 from __future__ import annotations
 
 import pytest
 
-from fileio import atomic_write
+from common.files import atomic_write
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
