@@ -13,8 +13,8 @@ from models import Image, Project, Split
 from models.db import session_scope
 from models.labels import EXCLUDED, FINAL, NEEDS_READERS, cell_states, unlabeled_pool
 from models.review import ReviewQueueItem
-from tests.helpers import LoggedIn, make_user
-from tests.reading_helpers import fake_active_model, flat_project, pool_ids, read_cells
+from tests.helpers import LoggedIn
+from tests.reading_helpers import contested_project, fake_active_model, pool_ids, read_cells
 from worker.ml.selection import BatchTooLarge
 from worker.review_queue import build_review_queue
 from worker.scoring import plan_chunks
@@ -22,14 +22,7 @@ from worker.scoring import plan_chunks
 
 def _project_in_every_state(app, settings, tmp_path) -> tuple[int, dict[str, int]]:
     """k = 2 (3 after a monocyte vote); one cell in each state the rules know."""
-    pid = flat_project(settings, tmp_path, "p", 8, readers_per_cell=2, contested_readers=3,
-                       agreement_share=0.0)
-    with session_scope(settings.database_url) as s:
-        project = s.get(Project, pid)
-        project.contested_class_ids = [project.class_by_name("monocyte").id]
-    for name in ("r1", "r2"):
-        make_user(settings, name, "pathologist")
-    make_user(settings, "cara", "curator")
+    pid = contested_project(settings, tmp_path, 8)
     a, _ = read_cells(app, pid, "r1", ["lymphocyte", "monocyte", "ambiguous", "unusable",
                                        "neutrophil", "basophil"])
     b, _ = read_cells(app, pid, "r2", ["lymphocyte", "monocyte", "unusable", "lymphocyte"])

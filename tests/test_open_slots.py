@@ -13,7 +13,7 @@ from models.labels import OPEN, cell_states
 from models.open_slots import refresh_open_slots
 from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
-    fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
+    contested_project, fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
 )
 
 
@@ -169,14 +169,7 @@ def test_migration_0005_backfills_what_the_rules_say(app, settings, tmp_path):
     labels module on a history with every kind of vote."""
     from migrations.runner import downgrade, upgrade
 
-    pid = flat_project(settings, tmp_path, "p", 14, readers_per_cell=2, contested_readers=3,
-                       agreement_share=0.3)
-    with session_scope(settings.database_url) as s:
-        project = s.get(Project, pid)
-        project.contested_class_ids = [project.class_by_name("monocyte").id]
-    for name in ("r1", "r2"):
-        make_user(settings, name, "pathologist")
-    make_user(settings, "cara", "curator")
+    pid = contested_project(settings, tmp_path, 14, agreement_share=0.3)
     a, r1 = read_cells(app, pid, "r1", ["lymphocyte", "monocyte", "ambiguous", "unusable",
                                         "platelet", "basophil"])
     r1.post(f"/label/{pid}/undo")
