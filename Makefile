@@ -27,7 +27,7 @@ test: install
 
 # No TensorFlow models, PostgreSQL, real workers or browsers: seconds, not minutes.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not postgres and not redis and not browser" \
+	$(BIN)/python -m pytest -q -m "not slow and not postgres and not redis" \
 		--ignore=tests/ml --ignore=tests/browser
 
 lint: install

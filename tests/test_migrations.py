@@ -138,6 +138,7 @@ def test_sqlite_upgrade_keeps_existing_rows(tmp_path):
     _upgrade_with_rows(f"sqlite:///{tmp_path / 'rows.sqlite'}")
 
 
+@pytest.mark.postgres
 def test_postgres_upgrade_keeps_existing_rows():
     with fresh_postgres_database(migrate=False) as url:
         _upgrade_with_rows(url)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from sqlalchemy import select, update
 
 from models import Annotation, Image, Origin, Project, Split
@@ -104,6 +106,7 @@ def test_core_inserts_are_refreshed_explicitly(settings, tmp_path):
     assert _check(settings, pid) == {ids[0]: 0, ids[1]: 0, ids[2]: 1, ids[3]: 0}
 
 
+@pytest.mark.slow
 def test_readers_voting_on_one_cell_at_once_leave_the_cache_exact(app, settings, tmp_path):
     """k = 2 and 20 readers at once: pairs of readers vote on the same cells
     concurrently (on PostgreSQL, in overlapping transactions)."""

@@ -6,6 +6,8 @@ import re
 import threading
 from datetime import timedelta
 
+import pytest
+
 from sqlalchemy import func, select, update
 
 from models import Annotation, Kind, Lease, Origin, Project, Split, utcnow
@@ -325,6 +327,7 @@ def test_bulk_verification(app, settings, tmp_path):
 
 # --- 50 readers at once ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fifty_readers_at_once_lose_nothing(app, settings, tmp_path):
     # Each reader labels two cells and is then handed (leased) a third: 150 cells.
     pid = flat_project(settings, tmp_path, "p", 160)

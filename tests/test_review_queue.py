@@ -72,6 +72,7 @@ def _items(settings, queue_id: int) -> list[tuple[int, bool]]:
             .order_by(ReviewQueueItem.position))]
 
 
+@pytest.mark.slow
 def test_a_100k_pool_ranks_in_sql_and_the_labeling_queue_follows(settings):
     pid, vid = _pool(settings, 100_000, strategy="margin", round_size=50, random_share=0.1)
     qid = build_review_queue(settings, pid, trigger="admin", seed=1)

@@ -107,6 +107,7 @@ def test_missing_file_warning_counts_each_image_once(sqlite_settings, tmp_path):
                        f"cell {gone.id} ({gone.original_name}): file not found")
 
 
+@pytest.mark.slow
 def test_round_with_one_class_fails_with_the_reason(settings, tmp_path):
     src = small_demo_copy(tmp_path / "one-class", per_class=3, classes=["neutrophil"])
     with session_scope(settings.database_url) as s:
