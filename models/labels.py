@@ -110,14 +110,24 @@ def needed_readers_sql(project: Project):
     return case((or_(sampled, contested), project.contested_readers), else_=k)
 
 
+def curated():
+    """SQL condition: a curator has resolved the current ``Image`` row."""
+    return exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR)
+
+
+def flagged():
+    """SQL condition: a live vote on the current ``Image`` row calls it ambiguous."""
+    return exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
+                          _FLAGGED.flag == Flag.AMBIGUOUS)
+
+
 def awaits_readers(project: Project):
     """SQL conditions: the current ``Image`` row (a cell of ``project``) is a pool
     cell still needing a vote (models/open_slots.py keeps the count on the row)."""
     return (
         Image.split == Split.POOL,
-        ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR),
-        ~exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
-                        _FLAGGED.flag == Flag.AMBIGUOUS),
+        ~curated(),
+        ~flagged(),
         vote_count() < needed_readers_sql(project),
     )
 
@@ -149,18 +159,18 @@ def top_choice_votes():
 def decided(project: Project):
     """SQL condition: the current ``Image`` row's label is settled (final or excluded):
     a curator resolved it, or ``needed_readers`` live votes agree and none is ambiguous."""
-    flagged = exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
-                             _FLAGGED.flag == Flag.AMBIGUOUS)
-    curated = exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR)
-    return or_(curated, and_(~flagged, top_choice_votes() >= needed_readers_sql(project)))
+    return or_(curated(), and_(~flagged(), top_choice_votes() >= needed_readers_sql(project)))
 
 
 def undecided(project: Project):
     """SQL conditions: the current ``Image`` row (a cell of ``project``) is a pool cell
     without a final label: still needing readers, or disputed or flagged and waiting
     for a curator.  What the model scores (a round; re-scoring after an activation),
-    so readers see suggestions and the curator the model's view."""
-    return Image.split == Split.POOL, ~decided(project)
+    so readers see suggestions and the curator the model's view.
+
+    A cell that needs readers is undecided: the cached count answers for most
+    cells before the subqueries run."""
+    return Image.split == Split.POOL, or_(NEEDS_READERS, ~decided(project))
 
 
 # --- cell states (curation, agreement, training) ----------------------------------------
