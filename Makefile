@@ -1,11 +1,13 @@
 # hemaloop: `make run` installs and starts on the embedded default (SQLite,
-# Celery over SQLite, demo data); `make test` installs and runs the whole suite.
+# Celery over SQLite, demo data); `make test` installs and runs the whole suite,
+# `make test-fast` the quick part for the edit-test loop; `make lint` runs ruff
+# and the import contracts (pyproject.toml).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,15 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# No TensorFlow models, PostgreSQL, real workers or browsers: seconds, not minutes.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not postgres and not redis" \
+		--ignore=tests/ml --ignore=tests/browser
+
+lint: install
+	$(BIN)/ruff check .
+	PYTHONPATH=. $(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

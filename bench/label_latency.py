@@ -48,7 +48,7 @@ def seed(url: str, storage: Path, cells: int, readers: int) -> int:
     """A pbc8 project of ``cells`` pool cells (one shared tiny image file) and the readers."""
     from migrations.runner import upgrade
     from models import Image, Role, Split
-    from models.db import get_engine, session_scope
+    from models.db import session_scope
     from webapp.bootstrap import create_project, create_user
 
     upgrade(url)
@@ -98,7 +98,7 @@ def seed_model(env: dict, pid: int, review_size: int, labeled: int = 500) -> Non
         Annotation, Image, Kind, ModelVersion, Origin, Prediction, Project, TrainingRound, User,
         utcnow,
     )
-    from models.db import get_engine, session_scope
+    from models.db import session_scope
     from models.open_slots import refresh_open_slots
     from models.settings import load_settings
     from worker.publish import prediction_rows

@@ -128,7 +128,8 @@ def main() -> None:
         print(f"test: n={test['n']}, accuracy={test['accuracy']:.4f}, macro_f1={test['macro_f1']:.4f}, "
               f"ece={test['ece']:.3f}")
         for name, m in test["per_class"].items():
-            print(f"  {name:13s} P={m['precision']:.2f} R={m['recall']:.2f} F1={m['f1']:.2f} n={m['support']}")
+            print(f"  {name:13s} P={m['precision']:.2f} R={m['recall']:.2f} F1={m['f1']:.2f} "
+                  f"n={m['support']}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory: {peak:.0f} MiB")
     print(f"pbc_test_macro_f1: {test['macro_f1']:.4f}")

@@ -25,7 +25,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import BigInteger, and_, case, cast, exists, func, literal, or_, select
+from sqlalchemy import (
+    BigInteger, and_, case, cast, exists, func, literal, literal_column, or_, select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from .annotations import Annotation, Flag, Kind, Origin
@@ -108,21 +110,67 @@ def needed_readers_sql(project: Project):
     return case((or_(sampled, contested), project.contested_readers), else_=k)
 
 
+def curated():
+    """SQL condition: a curator has resolved the current ``Image`` row."""
+    return exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR)
+
+
+def flagged():
+    """SQL condition: a live vote on the current ``Image`` row calls it ambiguous."""
+    return exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
+                          _FLAGGED.flag == Flag.AMBIGUOUS)
+
+
 def awaits_readers(project: Project):
     """SQL conditions: the current ``Image`` row (a cell of ``project``) is a pool
     cell still needing a vote (models/open_slots.py keeps the count on the row)."""
     return (
         Image.split == Split.POOL,
-        ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR),
-        ~exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
-                        _FLAGGED.flag == Flag.AMBIGUOUS),
+        ~curated(),
+        ~flagged(),
         vote_count() < needed_readers_sql(project),
     )
 
 
-def has_reader_annotation():
-    """SQL condition: some reader has decided on this image (class or flag)."""
-    return exists().where(and_(Annotation.image_id == Image.id, live_vote(Annotation)))
+# --- the cells to work on ----------------------------------------------------------------
+#
+# Two meanings, one condition each.  With k > 1 they differ from "no reader has
+# voted": a cell with one of its two votes still needs a reader (the queue offers
+# it, a review round may pick it) and has no final label yet (the model scores it).
+
+# A pool cell that still needs a reader's vote: what the labeling queue offers and
+# review rounds choose from.  ``open_slots`` caches awaits_readers (models/open_slots.py);
+# a literal 0 so that SQLite matches the partial index ``ix_images_open_queue`` (it
+# cannot match a bound parameter).
+NEEDS_READERS = Image.open_slots > literal_column("0")
+
+_AGREEING = aliased(Annotation, name="agreeing")
+
+
+def top_choice_votes():
+    """Scalar subquery: live votes on the current ``Image`` row's most voted choice."""
+    n = func.count(_AGREEING.id)
+    return func.coalesce(
+        select(n).where(_AGREEING.image_id == Image.id, live_vote(_AGREEING))
+        .group_by(_AGREEING.label_class_id, _AGREEING.flag).order_by(n.desc()).limit(1)
+        .scalar_subquery(), 0)
+
+
+def decided(project: Project):
+    """SQL condition: the current ``Image`` row's label is settled (final or excluded):
+    a curator resolved it, or ``needed_readers`` live votes agree and none is ambiguous."""
+    return or_(curated(), and_(~flagged(), top_choice_votes() >= needed_readers_sql(project)))
+
+
+def undecided(project: Project):
+    """SQL conditions: the current ``Image`` row (a cell of ``project``) is a pool cell
+    without a final label: still needing readers, or disputed or flagged and waiting
+    for a curator.  What the model scores (a round; re-scoring after an activation),
+    so readers see suggestions and the curator the model's view.
+
+    A cell that needs readers is undecided: the cached count answers for most
+    cells before the subqueries run."""
+    return Image.split == Split.POOL, or_(NEEDS_READERS, ~decided(project))
 
 
 # --- cell states (curation, agreement, training) ----------------------------------------
@@ -229,13 +277,10 @@ def labeled_images(session: Session, project: Project, split: Split) -> list[Lab
 
 
 def unlabeled_pool(session: Session, project: Project) -> list[tuple[int, str]]:
-    """(id, storage_path) of pool cells without a final label: the ones to score.
-
-    Disputed and flagged cells are scored too: the curator sees the model's view.
-    """
-    cells = cell_states(session, project, Split.POOL)
-    return [(c.image_id, c.storage_path) for c in sorted(cells.values(), key=lambda c: c.image_id)
-            if c.status not in (FINAL, EXCLUDED)]
+    """(id, storage_path) of the project's undecided pool cells (see undecided), by id."""
+    return [(i, p) for i, p in session.execute(
+        select(Image.id, Image.storage_path)
+        .where(Image.project_id == project.id, *undecided(project)).order_by(Image.id))]
 
 
 def label_counts(labeled: list[LabeledImage]) -> dict[int, int]:
@@ -243,4 +288,5 @@ def label_counts(labeled: list[LabeledImage]) -> dict[int, int]:
     for item in labeled:
         counts[item.label_class_id] = counts.get(item.label_class_id, 0) + 1
     return counts
+
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from functools import lru_cache
 
-from sqlalchemy import and_, bindparam, case, event, inspect, literal_column, select, update
+from sqlalchemy import and_, bindparam, case, event, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -45,11 +45,6 @@ PENDING = "hemaloop.open_slots.pending"
 LOCKED = "hemaloop.open_slots.locked"
 # Ids per UPDATE: well below SQLite's bound-parameter limit.
 CHUNK = 500
-
-# The queue's filter, with a literal 0 so that SQLite matches the partial
-# index ``ix_images_open_queue`` (it cannot match a bound parameter).
-IS_OPEN = Image.open_slots > literal_column("0")
-
 
 _IDS = Image.id.in_(bindparam("ids", expanding=True))
 # PostgreSQL's row lock of the cells ``:ids``, in id order.  NO KEY UPDATE: an

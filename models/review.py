@@ -19,12 +19,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
 
-# The strategies worker/ml/selection registers (a test keeps the two equal;
-# the webapp must not import the worker's NumPy code just to list names).
-STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset",
-                  "hybrid", "class_balanced")
-# Chosen from the benchmark in docs/benchmarks.md ("Active learning (issue 5)").
-DEFAULT_STRATEGY = "margin"
 DEFAULT_ROUND_SIZE = 50
 DEFAULT_RANDOM_SHARE = 0.1
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+from common.files import atomic_write
 
 PREFIX = "HEMALOOP_"
 MIN_INPUT_SIZE = 75  # InceptionV3 refuses anything smaller.
@@ -70,17 +71,8 @@ class Settings:
     trusted_proxies: int = 0
 
     @property
-    def models_dir(self) -> Path:
-        return self.storage_dir / "models"
-
-    @property
     def images_dir(self) -> Path:
         return self.storage_dir / "images"
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = env.get(PREFIX + name)
@@ -159,22 +151,11 @@ def _secret_key(env: Mapping[str, str], instance_dir: Path) -> str:
     # Generated once per instance and kept, so sessions survive restarts.
     key_file = instance_dir / "secret_key"
     if not key_file.exists():
-        instance_dir.mkdir(parents=True, exist_ok=True)
         # Written aside and linked into place: a crash never leaves an empty key
-        # file, and two processes starting at once end up with the same key.
-        fd, tmp = tempfile.mkstemp(dir=instance_dir, prefix=".secret_key-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o600)
-            try:
-                os.link(tmp, key_file)
-            except FileExistsError:
-                pass  # another process won the race; use its key
-        finally:
-            os.unlink(tmp)
+        # file, and two processes starting at once end up with the same key
+        # (the one that lost the race reads the winner's).
+        atomic_write(key_file, lambda tmp: tmp.write_text(secrets.token_hex(32)),
+                     fsync=True, mode=0o600, overwrite=False)
     key = key_file.read_text().strip()
     if len(key) < 16:
         raise SettingsError(

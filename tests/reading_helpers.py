@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from models import Image, ModelVersion, Prediction, Project, Split, TrainingRound
 from models.db import session_scope
-from tests.conftest import DEMO_DIR, LoggedIn
+from tests.helpers import DEMO_DIR, LoggedIn
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -31,6 +31,22 @@ def flat_project(settings, tmp_path: Path, name: str, n: int, **reading) -> int:
                              max_pixels=settings.max_image_pixels)
         assert report.imported == n
         return project.id
+
+
+def contested_project(settings, tmp_path: Path, n: int, agreement_share: float = 0.0) -> int:
+    """n pool cells needing k = 2 readers, 3 once a reader votes monocyte (a contested
+    class) or the cell is in the agreement sample; readers r1 and r2, curator cara."""
+    from tests.helpers import make_user
+
+    pid = flat_project(settings, tmp_path, "p", n, readers_per_cell=2, contested_readers=3,
+                       agreement_share=agreement_share)
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        project.contested_class_ids = [project.class_by_name("monocyte").id]
+    for name in ("r1", "r2"):
+        make_user(settings, name, "pathologist")
+    make_user(settings, "cara", "curator")
+    return pid
 
 
 def class_id(settings, project_id: int, name: str) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from models import Project, SimulationRun, SimulationStatus
 from models.db import session_scope
-from tests.conftest import LoggedIn, make_user, running_worker, small_demo_copy
+from tests.helpers import LoggedIn, make_user, running_worker, small_demo_copy
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 

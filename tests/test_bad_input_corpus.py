@@ -22,7 +22,7 @@ from models import Annotation, Image, Project
 from models.db import session_scope
 from models.settings import load_settings
 from tests import image_corpus as corpus
-from tests.conftest import base_env
+from tests.helpers import base_env
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from worker.ml.data import load_image

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from models import Annotation, ModelVersion, Origin, Project, Split
 from models.db import session_scope
 from models.labels import EXCLUDED, FINAL, cell_states, labeled_images
-from tests.conftest import LoggedIn, make_user
+from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
     fake_active_model, flat_project, pool_ids, read_cells, shown,
 )

@@ -119,7 +119,7 @@ def test_progress_stores_the_estimate_and_page_and_cli_show_the_same(settings):
     and `hemaloop round`'s progress bar word that one stored number the same way."""
     from models import RoundStatus
     from models.db import session_scope
-    from tests.conftest import add_round
+    from tests.helpers import add_round
     from webapp.bootstrap import create_project
     from webapp.cli import progress_text
     from worker.round_state import Progress
@@ -144,7 +144,7 @@ def test_progress_stores_the_estimate_and_page_and_cli_show_the_same(settings):
 
     from webapp import create_app
 
-    from tests.conftest import LoggedIn, make_user
+    from tests.helpers import LoggedIn, make_user
 
     app = create_app(settings)
     app.config["TESTING"] = True

@@ -20,7 +20,7 @@ from models import Annotation, Image, LabelClass, Origin, Project, Split
 from models.db import session_scope
 from models.settings import load_settings
 from tests import image_corpus as corpus
-from tests.conftest import DEMO_DIR, base_env, small_demo_copy
+from tests.helpers import DEMO_DIR, base_env, small_demo_copy
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -792,7 +792,7 @@ def test_16bit_tiff_and_mpo_are_stored_for_browsers(settings, tmp_path):
 def test_tiff_is_served_as_png_also_when_stored_before_conversion(app, settings, tmp_path):
     import numpy as np
 
-    from tests.conftest import LoggedIn, make_user
+    from tests.helpers import LoggedIn, make_user
 
     src = tmp_path / "tiffs"
     src.mkdir()

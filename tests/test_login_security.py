@@ -16,7 +16,7 @@ import pytest
 
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import (
+from tests.helpers import (
     PASSWORD,
     REDIS_URL,
     LoggedIn,

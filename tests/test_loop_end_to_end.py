@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from models import (Annotation, Lease, ModelVersion, Origin, Prediction, Project, RoundStatus,
                     TrainingRound, utcnow)
 from models.db import session_scope
-from tests.conftest import LoggedIn, make_user, running_worker
+from tests.helpers import LoggedIn, make_user, running_worker
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect, pool, text
 import models  # noqa: F401  (registers every table on Base.metadata)
 from migrations.runner import downgrade, upgrade
 from models.base import Base
-from tests.conftest import fresh_postgres_database
+from tests.helpers import fresh_postgres_database
 
 from alembic.script import ScriptDirectory
 
@@ -138,6 +138,7 @@ def test_sqlite_upgrade_keeps_existing_rows(tmp_path):
     _upgrade_with_rows(f"sqlite:///{tmp_path / 'rows.sqlite'}")
 
 
+@pytest.mark.postgres
 def test_postgres_upgrade_keeps_existing_rows():
     with fresh_postgres_database(migrate=False) as url:
         _upgrade_with_rows(url)

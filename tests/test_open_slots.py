@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from sqlalchemy import select, update
 
 from models import Annotation, Image, Origin, Project, Split
 from models.db import session_scope
 from models.labels import OPEN, cell_states
 from models.open_slots import refresh_open_slots
-from tests.conftest import LoggedIn, make_user
+from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
-    fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
+    contested_project, fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
 )
 
 
@@ -104,6 +106,7 @@ def test_core_inserts_are_refreshed_explicitly(settings, tmp_path):
     assert _check(settings, pid) == {ids[0]: 0, ids[1]: 0, ids[2]: 1, ids[3]: 0}
 
 
+@pytest.mark.slow
 def test_readers_voting_on_one_cell_at_once_leave_the_cache_exact(app, settings, tmp_path):
     """k = 2 and 20 readers at once: pairs of readers vote on the same cells
     concurrently (on PostgreSQL, in overlapping transactions)."""
@@ -169,14 +172,7 @@ def test_migration_0005_backfills_what_the_rules_say(app, settings, tmp_path):
     labels module on a history with every kind of vote."""
     from migrations.runner import downgrade, upgrade
 
-    pid = flat_project(settings, tmp_path, "p", 14, readers_per_cell=2, contested_readers=3,
-                       agreement_share=0.3)
-    with session_scope(settings.database_url) as s:
-        project = s.get(Project, pid)
-        project.contested_class_ids = [project.class_by_name("monocyte").id]
-    for name in ("r1", "r2"):
-        make_user(settings, name, "pathologist")
-    make_user(settings, "cara", "curator")
+    pid = contested_project(settings, tmp_path, 14, agreement_share=0.3)
     a, r1 = read_cells(app, pid, "r1", ["lymphocyte", "monocyte", "ambiguous", "unusable",
                                         "platelet", "basophil"])
     r1.post(f"/label/{pid}/undo")

@@ -6,13 +6,15 @@ import re
 import threading
 from datetime import timedelta
 
+import pytest
+
 from sqlalchemy import func, select, update
 
 from models import Annotation, Kind, Lease, Origin, Project, Split, utcnow
 from models.db import session_scope
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN, cell_states, labeled_images, \
     unlabeled_pool
-from tests.conftest import LoggedIn, make_user
+from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
     class_id, fake_active_model, flat_project, pool_ids, read_cells, shown, submission,
 )
@@ -325,6 +327,7 @@ def test_bulk_verification(app, settings, tmp_path):
 
 # --- 50 readers at once ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fifty_readers_at_once_lose_nothing(app, settings, tmp_path):
     # Each reader labels two cells and is then handed (leased) a third: 150 cells.
     pid = flat_project(settings, tmp_path, "p", 160)

@@ -20,7 +20,7 @@ from models import (
 from models.db import session_scope
 from models.labels import unlabeled_pool
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, LoggedIn, base_env, make_user
+from tests.helpers import DEMO_DIR, LoggedIn, base_env, make_user
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from worker.celery_app import SCORE_QUEUE, SCORE_VERSION

@@ -72,6 +72,7 @@ def _items(settings, queue_id: int) -> list[tuple[int, bool]]:
             .order_by(ReviewQueueItem.position))]
 
 
+@pytest.mark.slow
 def test_a_100k_pool_ranks_in_sql_and_the_labeling_queue_follows(settings):
     pid, vid = _pool(settings, 100_000, strategy="margin", round_size=50, random_share=0.1)
     qid = build_review_queue(settings, pid, trigger="admin", seed=1)
@@ -131,7 +132,7 @@ def test_queue_order_review_then_uncertain_then_unscored_then_skipped(settings):
 
 
 def test_the_queue_api_names_the_current_review_queue(settings, app):
-    from tests.conftest import LoggedIn, make_user
+    from tests.helpers import LoggedIn, make_user
 
     pid, _ = _pool(settings, 50, strategy="margin", round_size=5)
     make_user(settings, "reader", "pathologist")
@@ -213,7 +214,7 @@ def test_before_any_model_the_first_queue_is_a_diverse_cold_start(settings, demo
 def test_the_cli_builds_a_queue_and_reports_refusals(settings, tmp_path):
     from click.testing import CliRunner
 
-    from tests.conftest import base_env
+    from tests.helpers import base_env
     from webapp.cli import main
 
     pid, _ = _pool(settings, 40, strategy="least_confidence", round_size=10)
@@ -232,12 +233,11 @@ def test_the_cli_builds_a_queue_and_reports_refusals(settings, tmp_path):
 def test_after_a_real_round_model_based_strategies_build_a_queue(tmp_path, sqlite_url, strategy):
     """BALD reads the saved model's head and the cached features; hybrid the stored embeddings."""
     from models.settings import load_settings
-    from tests.conftest import add_round, base_env
-    from tests.test_worker import _trainable_project
+    from tests.helpers import add_round, base_env, trainable_project
     from worker.rounds import run_round
 
     settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url))
-    pid = _trainable_project(settings, tmp_path)
+    pid = trainable_project(settings, tmp_path)
     with session_scope(settings.database_url) as s:
         project = s.get(Project, pid)
         project.al_strategy, project.al_round_size, project.review_random_share = strategy, 4, 0.0

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from models import Image, ModelVersion, Project, RoundStatus, TrainingRound, User
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, base_env, make_user, running_worker
+from tests.helpers import DEMO_DIR, base_env, make_user, running_worker
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from models.base import utcnow

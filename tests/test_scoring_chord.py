@@ -12,8 +12,7 @@ from sqlalchemy import delete, func, select
 from models import ModelVersion, Prediction, Project, QueueStatus, ReviewQueue
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import REDIS_URL, add_round, base_env, running_worker
-from tests.test_worker import _trainable_project, redis_db  # noqa: F401
+from tests.helpers import REDIS_URL, add_round, base_env, running_worker, trainable_project
 from worker.celery_app import SCORE_VERSION, make_celery
 from worker.rounds import run_round
 from worker.scoring import plan_chunks
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def _scored_project(settings, tmp_path) -> tuple[int, int]:
     """A trained tiny project whose active version has lost its predictions."""
-    pid = _trainable_project(settings, tmp_path)
+    pid = trainable_project(settings, tmp_path)
     with session_scope(settings.database_url) as s:
         s.get(Project, pid).al_round_size = 4
     round_id = add_round(settings, pid)
@@ -72,7 +71,7 @@ def test_the_chord_scores_every_chunk_then_rebuilds_the_queue(tmp_path, sqlite_u
 
 
 @pytest.mark.redis
-def test_the_chord_through_redis(tmp_path, sqlite_url, redis_db):  # noqa: F811
+def test_the_chord_through_redis(tmp_path, sqlite_url, redis_db):
     settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url,
                                       HEMALOOP_BROKER_URL=REDIS_URL,
                                       HEMALOOP_RESULT_BACKEND=REDIS_URL,

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from models.settings import SettingsError, load_settings
-from tests.conftest import base_env
+from tests.helpers import base_env
 
 
 def _load(tmp_path, **extra: str):

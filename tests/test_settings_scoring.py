@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.settings import SettingsError, load_settings
-from tests.conftest import base_env
+from tests.helpers import base_env
 from worker.celery_app import make_celery
 
 

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from models.review import STRATEGY_NAMES
-from tests.conftest import DEMO_DIR, base_env
+from common.strategies import STRATEGY_NAMES
+from tests.helpers import DEMO_DIR, base_env
 from webapp.cli import main
 from worker.simulation.curves import labels_to_reach, mean_curves
 from worker.simulation.dataset import SimulationRefused, check_simulable, read_class_folders

@@ -23,7 +23,7 @@ from models import (
 )
 from models.db import get_sessionmaker, session_scope
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, LoggedIn, add_round, base_env, make_user
+from tests.helpers import DEMO_DIR, LoggedIn, add_round, base_env, make_user
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from worker.launch import RoundBusy, cancel_round, create_round

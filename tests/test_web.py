@@ -13,8 +13,7 @@ from sqlalchemy import func, select
 
 from models import Annotation, Flag, Image, Origin, Project, Split, TrainingRound
 from models.db import session_scope
-from models.settings import load_settings
-from tests.conftest import DEMO_DIR, PASSWORD, LoggedIn, base_env, csrf_token, make_user
+from tests.helpers import DEMO_DIR, PASSWORD, LoggedIn, csrf_token, make_user
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -23,11 +22,6 @@ CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocy
 
 
 # --- fixtures and helpers ------------------------------------------------------------
-
-@pytest.fixture
-def sqlite_settings(tmp_path, sqlite_url):
-    return load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url))
-
 
 @pytest.fixture
 def sqlite_app(sqlite_settings):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -21,43 +20,16 @@ from models import (
 )
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import (
-    DEMO_DIR, NO_REDIS, REDIS_URL, REPO, LoggedIn, add_round, base_env, make_user,
-    running_worker,
+from tests.helpers import (
+    REDIS_URL, REPO, TWO_CLASSES, LoggedIn, add_round, base_env, make_user, running_worker,
     small_demo_copy,
 )
+from tests.helpers import trainable_project as _trainable_project
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from worker.rounds import fail_lost_rounds, run_round
 
-TWO_CLASSES = ["lymphocyte", "neutrophil"]
-
-
 # --- helpers -----------------------------------------------------------------------
-
-@pytest.fixture
-def sqlite_settings(tmp_path, sqlite_url):
-    return load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url))
-
-
-def _trainable_project(settings, tmp_path: Path, name: str = "tiny") -> int:
-    """4 reference-labeled cells in each of two classes (trusted for training), plus
-    4 unlabeled cells to rank.  Small, so a round takes seconds."""
-    labeled = small_demo_copy(tmp_path / f"{name}-labeled", per_class=4, classes=TWO_CLASSES)
-    flat = tmp_path / f"{name}-unlabeled"
-    flat.mkdir()
-    for f in sorted((DEMO_DIR / "monocyte").iterdir())[:4]:
-        shutil.copy(f, flat / f.name)
-    with session_scope(settings.database_url) as s:
-        project = create_project(s, name, "pbc8", test_share=0.0, train_on_reference=True)
-        for src in (labeled, flat):
-            report = import_path(s, settings.storage_dir, project, src,
-                                 max_pixels=settings.max_image_pixels)
-            assert report.imported == (8 if src is labeled else 4)
-        return project.id
-
-
-
 
 def _round(settings, round_id: int) -> TrainingRound:
     with session_scope(settings.database_url) as s:
@@ -135,6 +107,7 @@ def test_missing_file_warning_counts_each_image_once(sqlite_settings, tmp_path):
                        f"cell {gone.id} ({gone.original_name}): file not found")
 
 
+@pytest.mark.slow
 def test_round_with_one_class_fails_with_the_reason(settings, tmp_path):
     src = small_demo_copy(tmp_path / "one-class", per_class=3, classes=["neutrophil"])
     with session_scope(settings.database_url) as s:
@@ -280,23 +253,6 @@ def test_beat_task_recovers_lost_rounds_through_a_real_worker(settings):
 
 
 # --- a real Celery worker -------------------------------------------------------------------
-
-@pytest.fixture
-def redis_db():
-    """The test Redis database, emptied before and after (only that database)."""
-    if not REDIS_URL:
-        pytest.skip(NO_REDIS)
-    import redis
-
-    conn = redis.Redis.from_url(REDIS_URL)
-    if conn.connection_pool.connection_kwargs.get("db", 0) == 0:
-        pytest.skip("refusing to flush Redis database 0: point HEMALOOP_TEST_REDIS_URL "
-                    "at a spare database, e.g. redis://127.0.0.1:6379/15")
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
-
 
 @pytest.mark.slow
 @pytest.mark.redis

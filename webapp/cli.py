@@ -196,7 +196,8 @@ def import_cmd(path: Path, project_name: str, source: str | None, as_json: bool)
 
 
 @main.command()
-@click.option("--demo/--no-demo", default=False, help="Also create the demo project and import the bundled cells.")
+@click.option("--demo/--no-demo", default=False,
+              help="Also create the demo project and import the bundled cells.")
 def bootstrap(demo: bool) -> None:
     """Create the admin account (and the demo project) if they do not exist yet."""
     from sqlalchemy import select

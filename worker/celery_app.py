@@ -12,7 +12,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from models.settings import Settings, load_settings
+from models.settings import Settings
 
 TRAIN_QUEUE = "train"
 SCORE_QUEUE = "score"

@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 
 from models import Image, ModelVersion, Prediction, Project, Split, utcnow
 from models.db import session_scope
-from models.labels import has_reader_annotation, label_counts, labeled_images
+from models.labels import NEEDS_READERS, label_counts, labeled_images
 from models.review import QueueStatus, ReviewQueue, ReviewQueueItem
 from models.settings import Settings
 
@@ -33,11 +33,6 @@ log = logging.getLogger(__name__)
 # most uncertain cells (the simulator's pools are smaller, so it sees the same).
 CANDIDATE_CAP = 5000
 INSERT_CHUNK = 5000
-ORDER_BY_SCORE = {  # strategy's SQL score: most uncertain first
-    "entropy": Prediction.entropy.desc(),
-    "margin": Prediction.margin.asc(),
-    "least_confidence": Prediction.least_confidence.desc(),
-}
 
 
 # Rebuilds that follow a training round or a rescoring, not a person's request.
@@ -45,7 +40,9 @@ AUTOMATIC = ("round", "scoring")
 
 
 def _pending(project_id: int):
-    return (Image.project_id == project_id, Image.split == Split.POOL, ~has_reader_annotation())
+    """The project's cells a review round may hold: those that still need a reader
+    (with k = 2, a cell with one vote too)."""
+    return Image.project_id == project_id, NEEDS_READERS
 
 
 def _top_by_sql(s, project_id: int, version_id: int, order, limit: int,
@@ -62,8 +59,11 @@ def _choose_with_model(settings: Settings, s, project: Project, version: ModelVe
     from worker.ml import embeddings as emb
     from worker.ml.selection import Candidates, get_strategy, select_batch
 
-    if strategy in ORDER_BY_SCORE:
-        return [r.id for r in _top_by_sql(s, project.id, version.id, ORDER_BY_SCORE[strategy], k)]
+    spec = get_strategy(strategy)
+    if spec.sql_score is not None:  # one ORDER BY over the index on (version, score)
+        column = getattr(Prediction, spec.sql_score)
+        order = column.asc() if spec.sql_ascending else column.desc()
+        return [r.id for r in _top_by_sql(s, project.id, version.id, order, k)]
     if strategy == "random":
         return list(s.scalars(select(Image.id).where(*_pending(project.id))
                               .order_by(func.random()).limit(k)))
@@ -77,7 +77,7 @@ def _choose_with_model(settings: Settings, s, project: Project, version: ModelVe
     counts = label_counts(labeled)
     c = Candidates(n=len(ids), probs=probs,
                    class_counts=np.array([counts.get(cid, 0) for cid in version.class_ids]))
-    needs = get_strategy(strategy).needs
+    needs = spec.needs
     if "embeddings" in needs:
         stored_ids, vectors = emb.load(emb.embeddings_path(settings.storage_dir
                                                           / version.artifact_path))

@@ -19,9 +19,9 @@ import logging
 import numpy as np
 from sqlalchemy import select
 
-from models import Image, ModelVersion, Prediction, Project, Split
+from models import Image, ModelVersion, Prediction, Project
 from models.db import session_scope
-from models.labels import has_reader_annotation
+from models.labels import undecided
 from models.settings import Settings
 
 from .publish import store_predictions
@@ -29,9 +29,9 @@ from .publish import store_predictions
 log = logging.getLogger(__name__)
 
 
-def _pool_query(project_id: int, version_id: int, only_missing: bool):
-    query = (select(Image.id).where(Image.project_id == project_id, Image.split == Split.POOL)
-             .where(~has_reader_annotation()))
+def _pool_query(project: Project, version_id: int, only_missing: bool):
+    """The project's pool cells without a final label (what a round scores too)."""
+    query = select(Image.id).where(Image.project_id == project.id, *undecided(project))
     if only_missing:
         query = query.where(~select(Prediction.id).where(
             Prediction.model_version_id == version_id,
@@ -50,7 +50,8 @@ def plan_chunks(settings: Settings, version_id: int,
         if version is None:
             log.warning("model version %s does not exist; nothing to score", version_id)
             return []
-        ids = s.scalars(_pool_query(version.project_id, version.id, only_missing)
+        project = s.get(Project, version.project_id)
+        ids = s.scalars(_pool_query(project, version.id, only_missing)
                         .order_by(Image.id).execution_options(yield_per=size))
         first = last = None
         count = 0
@@ -81,7 +82,7 @@ def score_chunk(settings: Settings, version_id: int, lo: int, hi: int,
         project = s.get(Project, version.project_id)
         rows = s.execute(
             select(Image.id, Image.sha256, Image.storage_path)
-            .where(Image.id.in_(_pool_query(project.id, version.id, only_missing)
+            .where(Image.id.in_(_pool_query(project, version.id, only_missing)
                                 .where(Image.id >= lo, Image.id <= hi)))
             .order_by(Image.id)).all()
         artifact, feature_key = version.artifact_path, version.feature_key

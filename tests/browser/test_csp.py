@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from models import Annotation, Origin
 from models.db import session_scope
 from tests.browser.conftest import log_in, wait_for_js
-from tests.conftest import make_user
+from tests.helpers import make_user
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -38,7 +38,7 @@ def test_labeling_under_the_csp_logs_no_violation(live_server, page, settings, d
     for key in "123":
         image_id = page.get_attribute("#cell", "data-image-id")
         page.keyboard.press(key)
-        wait_for_js(page, 
+        wait_for_js(page,
             f"(c => c && c.dataset.imageId !== '{image_id}' && c.dataset.ready)"
             "(document.querySelector('#cell'))")
     # ...and to the buttons of cells htmx swapped in.

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from models import Annotation, Flag, Origin
 from models.db import session_scope
 from tests.browser.conftest import log_in, wait_for_js
-from tests.conftest import make_user
+from tests.helpers import make_user
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 def _wait_for_next(page, image_id: str) -> None:
     """The next cell is swapped in and ready for keys."""
-    wait_for_js(page, 
+    wait_for_js(page,
         f"(c => c && c.dataset.imageId !== '{image_id}' && c.dataset.ready)"
         "(document.querySelector('#cell'))")
 

@@ -2,10 +2,13 @@
 at 75 px with random weights (ImageNet cannot be downloaded here), once per
 module where possible."""
 
-import h5py
-import keras
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow", reason="needs TensorFlow (the cpu or gpu extra)")
+
+import h5py
+import keras
 
 from worker.ml.backend import CellClassifier
 from worker.ml.network import FEATURE_DIM, backbone_of, build_classifier

@@ -140,7 +140,7 @@ def test_random_init_is_deterministic_so_its_features_are_cacheable(tmp_path):
     """Two builds with the same seed give the same features (and the same key).  This
     is what lets a round read random-init features cached by an earlier round, or by
     another worker."""
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow", reason="needs TensorFlow (the cpu or gpu extra)")
     from PIL import Image
 
     from worker.ml.backend import CellClassifier

@@ -4,10 +4,13 @@ mixed-precision switch.  One InceptionV3 (75 px, random init) for the whole modu
 
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
+
+pytest.importorskip("tensorflow", reason="needs TensorFlow (the cpu or gpu extra)")
+
+import keras
 
 from tests.ml.cells import write_disk_image
 from worker.ml import precision

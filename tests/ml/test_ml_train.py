@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+pytest.importorskip("tensorflow", reason="needs TensorFlow (the cpu or gpu extra)")
+
 from worker.ml.train import (
     TrainingCancelled,
     class_weights,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
+
+from common.files import atomic_write
 
 
 def sha256_of(data: bytes) -> str:
@@ -25,15 +25,5 @@ def write_atomic(root: Path, relative: str, data: bytes) -> bool:
     target = root / relative
     if target.exists():  # same content, same name: already stored
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        return True
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda tmp: tmp.write_bytes(data), fsync=True)
+    return True

@@ -30,11 +30,6 @@ PREFETCH = 2
 CLAIM_ATTEMPTS = 6
 
 
-def _insert(session: Session):
-    return (postgresql.insert if session.get_bind().dialect.name == "postgresql"
-            else sqlite.insert)
-
-
 def lease_until(project: Project, now: datetime) -> datetime:
     return now + timedelta(minutes=project.lease_minutes)
 

@@ -24,8 +24,7 @@ from sqlalchemy import Select, and_, bindparam, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from models import Annotation, Image, LabelClass, Lease, ModelVersion, Origin, Prediction, Project
-from models.labels import live_vote, vote_count
-from models.open_slots import IS_OPEN
+from models.labels import NEEDS_READERS, live_vote, vote_count
 from models.review import ReviewQueue, ReviewQueueItem
 
 
@@ -50,7 +49,7 @@ REMAINING_CAP = 200
 def awaiting() -> tuple:
     """SQL conditions: a cell of the project (``:project_id``) that still needs a
     reader (models/open_slots.py keeps that count on the row)."""
-    return Image.project_id == bindparam("project_id"), IS_OPEN
+    return Image.project_id == bindparam("project_id"), NEEDS_READERS
 
 
 _REMAINING = select(func.count()).select_from(

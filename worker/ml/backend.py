@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from common.files import atomic_write
 from worker.ml.features import apply_to_images, extract_features
 from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER, backbone_of, build_classifier
 from worker.ml.train import HeadTrainingResult, install_head, train_head
@@ -23,23 +22,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str) -> None:
-    """Write via a temp file in `path`'s directory, then rename over `path`.
-
-    Same directory, so os.replace is a rename on one filesystem: readers see
-    the old file or the new one, never a half-written one.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class CellClassifier:
@@ -175,10 +157,12 @@ class CellClassifier:
         return np.asarray(features, dtype=np.float32) @ kernel + bias
 
     def predict_features(self, features: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Class probabilities `[n, k]` from cached features, through the head only.
+        """Uncalibrated class probabilities `[n, k]` (temperature 1) from cached
+        features, through the head only, in plain NumPy: what `predict` gives for
+        the same images (tests/ml/test_ml_classifier.py holds them equal).
 
-        Plain NumPy: re-scoring thousands of cached feature rows after each
-        training round is one matrix product, no TensorFlow call overhead.
+        Rounds and pool scoring do not call this: they take `logits_features` and
+        divide by the model version's fitted temperature (worker/ml/calibration.py).
         """
         kernel, bias = (
             np.asarray(w, dtype=np.float32) for w in self.model.get_layer(HEAD_LAYER).get_weights()
@@ -217,11 +201,12 @@ class CellClassifier:
             "input_size": self.input_size,
             "backbone_weights": self.backbone_weights,
         }
-        _replace_atomically(path, lambda tmp: self.model.save(tmp), MODEL_SUFFIX)
-        _replace_atomically(
+        # Each file aside, then renamed: readers see the old one or the new one.
+        atomic_write(path, lambda tmp: self.model.save(tmp), suffix=MODEL_SUFFIX)
+        atomic_write(
             path.with_suffix(".json"),
             lambda tmp: tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"),
-            ".json",
+            suffix=".json",
         )
 
     @classmethod

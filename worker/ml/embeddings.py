@@ -9,11 +9,11 @@ imports this, and must never import TensorFlow.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from common.files import atomic_write
 
 DIMS = 128
 # PCA is fitted on at most this many rows: plenty for 128 components.
@@ -43,16 +43,9 @@ def project(features: np.ndarray, dims: int = DIMS, seed: int = 0) -> np.ndarray
 
 def save(path: Path, image_ids: np.ndarray, vectors: np.ndarray) -> None:
     """Write atomically (aside, then renamed): a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".emb-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, image_ids=np.asarray(image_ids, dtype=np.int64),
-                 vectors=np.asarray(vectors, dtype=np.float16))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: np.savez(tmp, image_ids=np.asarray(image_ids, dtype=np.int64),
+                                            vectors=np.asarray(vectors, dtype=np.float16)),
+                 suffix=".npz")
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray]:

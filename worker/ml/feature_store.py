@@ -10,14 +10,14 @@ another's.  NumPy only.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from common.files import atomic_write
 
 # \A…\Z, not ^…$: "$" also matches before a trailing newline.
 _SAFE_KEY = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,119}\Z")
@@ -68,16 +68,9 @@ class FeatureStore:
         """Store the given rows; each file is written aside and renamed into place."""
         written = 0
         for i in rows:
-            target = self._path(shas[i])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".f-", suffix=".npy")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, np.asarray(feats[i], dtype=np.float32), allow_pickle=False)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            row = np.asarray(feats[i], dtype=np.float32)
+            atomic_write(self._path(shas[i]), lambda tmp, row=row: np.save(tmp, row, allow_pickle=False),
+                         suffix=".npy")
             written += 1
         return written
 

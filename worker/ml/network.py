@@ -81,7 +81,7 @@ def imagenet_weights_file() -> Path:
         return fetch_imagenet_notop(EXPLICIT_DOWNLOAD_TIMEOUT)
     except WeightsError:
         raise  # a cached or downloaded file failed the hash check: its own message says so
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is reported as WeightsError, with its reason
         raise WeightsError(
             "ImageNet weights for the backbone could not be downloaded "
             f"({short_reason(exc)}). Put {IMAGENET_NOTOP_FILE} in "
@@ -105,7 +105,7 @@ def load_backbone_weights(backbone: keras.Model, path: Path) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             backbone.load_weights(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a file that does not fit
         raise WeightsError(
             f"Backbone weights file {path} does not fit an InceptionV3 without top "
             f"({short_reason(exc)})."

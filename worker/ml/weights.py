@@ -181,7 +181,7 @@ def resolve_backbone_weights(
             return "imagenet", "imagenet", []
         try:
             fetch_imagenet_notop(download_timeout)
-        except Exception as exc:  # any failure means "not available", by design
+        except Exception as exc:  # noqa: BLE001 - any failure means "not available", by design
             warning = (
                 "ImageNet weights are not cached and could not be downloaded "
                 f"({short_reason(exc)}); the backbone starts from random "

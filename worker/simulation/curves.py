@@ -22,12 +22,6 @@ def write_csv(path: Path, points: Iterable[CurvePoint]) -> None:
             w.writerow([p.strategy, p.repeat, p.labels, f"{p.accuracy:.4f}", f"{p.macro_f1:.4f}"])
 
 
-def read_csv(path: Path) -> list[CurvePoint]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [CurvePoint(r["strategy"], int(r["repeat"]), int(r["labels"]),
-                           float(r["accuracy"]), float(r["macro_f1"])) for r in csv.DictReader(fh)]
-
-
 @dataclass(frozen=True)
 class MeanCurve:
     strategy: str

@@ -22,9 +22,11 @@ k-means representatives of the backbone-feature embeddings.
 
 from __future__ import annotations
 
+from common.strategies import DEFAULT_STRATEGY
+
 from .errors import BatchTooLarge, SelectionError, UnknownStrategy
 from .strategies import (
-    COLD_START, DEFAULT_STRATEGY, STRATEGIES, Candidates, Strategy, check_request, cold_start,
+    COLD_START, STRATEGIES, Candidates, Strategy, check_request, cold_start,
     get_strategy, select_batch,
 )
 

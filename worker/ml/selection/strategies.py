@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.strategies import STRATEGY_NAMES
 from worker.ml.uncertainty import uncertainty_scores
 
 from .bald import bald_scores
@@ -43,8 +44,11 @@ class Strategy:
     pick: Callable[[Candidates, int, np.random.Generator], np.ndarray]
     # Inputs the strategy reads besides probs: "embeddings", "mc_probs", "class_counts".
     needs: frozenset[str] = frozenset()
-    # Uncertainty-only strategies can be ranked in SQL over the whole pool.
+    # Uncertainty-only strategies can be ranked in SQL over the whole pool: by this
+    # column of the stored predictions, most uncertain first (descending, or
+    # ascending where a small score means unsure, as the margin's does).
     sql_score: str | None = None
+    sql_ascending: bool = False
 
 
 def _top(scores: np.ndarray, batch: int) -> np.ndarray:
@@ -126,18 +130,21 @@ def _class_balanced(c: Candidates, batch: int, rng: np.random.Generator) -> np.n
     return out[np.argsort(-uncertainty[out], kind="stable")]
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
+_IMPLEMENTED = {s.name: s for s in [
     Strategy("random", _random),
     Strategy("least_confidence", _least_confidence, sql_score="least_confidence"),
-    Strategy("margin", _margin, sql_score="margin"),
+    Strategy("margin", _margin, sql_score="margin", sql_ascending=True),
     Strategy("entropy", _entropy, sql_score="entropy"),
     Strategy("bald", _bald, frozenset({"mc_probs"})),
     Strategy("coreset", _coreset, frozenset({"embeddings"})),
     Strategy("hybrid", _hybrid, frozenset({"embeddings"})),
     Strategy("class_balanced", _class_balanced, frozenset({"class_counts"})),
 ]}
-# Chosen from the benchmark in docs/benchmarks.md ("Active learning (issue 5)").
-DEFAULT_STRATEGY = "margin"
+if set(_IMPLEMENTED) != set(STRATEGY_NAMES):
+    raise ImportError(f"strategies implemented {sorted(_IMPLEMENTED)} differ from "
+                      f"common/strategies.py's {sorted(STRATEGY_NAMES)}")
+# In the one list's order (the admin form's).
+STRATEGIES: dict[str, Strategy] = {name: _IMPLEMENTED[name] for name in STRATEGY_NAMES}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -1,0 +1,11 @@
+"""The review-round strategies by name: the one list.
+
+The project settings (models), the admin form (webapp) and the registry of
+implementations (worker/ml/selection) all read it; the registry fails at
+import if it implements a different set.
+"""
+
+STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset",
+                  "hybrid", "class_balanced")
+# Chosen from the benchmark in docs/benchmarks.md ("Active learning (issue 5)").
+DEFAULT_STRATEGY = "margin"
