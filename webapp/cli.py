@@ -39,12 +39,20 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic upgrade head)."""
-    from migrations.runner import upgrade
+    from migrations.runner import current_revision, head_revision, upgrade
 
     settings = _settings()
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    head = head_revision()
+    before = current_revision(settings.database_url)
+    if before == head:
+        click.echo(f"database already at the latest schema ({head}); nothing to do")
+        return
     upgrade(settings.database_url)
-    click.echo("database is at the latest schema")
+    if before is None:
+        click.echo(f"created the database schema (revision {head})")
+    else:
+        click.echo(f"upgraded the database schema from revision {before} to {head}")
 
 
 @main.command("create-user")
