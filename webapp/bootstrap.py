@@ -33,10 +33,29 @@ def create_user(session: Session, username: str, role: Role, password: str | Non
     return user, password
 
 
+def reset_password(session: Session, username: str, password: str | None = None) -> str:
+    """A new password for an existing account (generated when not given); returns it."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        raise SetupError(f"no user named {username!r}")
+    if password is not None and len(password) < 8:
+        raise SetupError("a password needs at least 8 characters")
+    password = password or secrets.token_urlsafe(12)
+    user.set_password(password)
+    session.flush()
+    return password
+
+
 def create_project(session: Session, name: str, preset: str = "pbc8", *, test_share: float = 0.1,
                    train_on_reference: bool = False, min_labels_per_class: int = 1,
-                   fine_tune_blocks: int = 2, retrain_after_new_labels: int | None = None
-                   ) -> Project:
+                   fine_tune_blocks: int | None = None,
+                   retrain_after_new_labels: int | None = None) -> Project:
+    """``fine_tune_blocks=None``: 2 where a GPU worker is known, else head only (0):
+    on a CPU worker fine-tuning takes most of a round for little gain."""
+    from models.fine_tune_cost import gpu_worker_known
+
+    if fine_tune_blocks is None:
+        fine_tune_blocks = 2 if gpu_worker_known(session) else 0
     name = name.strip()
     if not name or len(name) > 120:
         raise SetupError("a project name needs 1 to 120 characters")

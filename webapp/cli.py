@@ -75,6 +75,25 @@ def create_user_cmd(username: str, role: str, password_stdin: bool) -> None:
         click.echo(f"password (shown once): {password_used}")
 
 
+@main.command("reset-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+def reset_password_cmd(username: str, password_stdin: bool) -> None:
+    """Give an account a new password (a lost admin password, say); prints a generated one once."""
+    from .bootstrap import SetupError, reset_password
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    try:
+        with session_scope(_settings().database_url) as s:
+            password_used = reset_password(s, username, password)
+    except SetupError as exc:
+        _fail(str(exc))
+    click.echo(f"new password set for {username!r}; sessions signed in before keep working "
+               "until they log out")
+    if not password_stdin:
+        click.echo(f"password (shown once): {password_used}")
+
+
 @main.command("create-project")
 @click.argument("name")
 @click.option("--preset", default="pbc8", show_default=True, help="pbc8, wbc4 or wbc5")
@@ -82,12 +101,13 @@ def create_user_cmd(username: str, role: str, password_stdin: bool) -> None:
 @click.option("--train-on-reference", is_flag=True,
               help="Use labels that come with imports as training labels.")
 @click.option("--min-labels-per-class", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--fine-tune-blocks", default=2, show_default=True, type=click.IntRange(0, 11),
-              help="InceptionV3 blocks fine-tuned after the head (0: head only).")
+@click.option("--fine-tune-blocks", default=None, type=click.IntRange(0, 11),
+              help="InceptionV3 blocks fine-tuned after the head (0: head only). Default: 2 "
+                   "where a GPU worker has trained a round, else 0.")
 @click.option("--retrain-after", type=click.IntRange(1), default=None,
               help="Start a round automatically after this many new labels.")
 def create_project_cmd(name: str, preset: str, test_share: float, train_on_reference: bool,
-                       min_labels_per_class: int, fine_tune_blocks: int,
+                       min_labels_per_class: int, fine_tune_blocks: int | None,
                        retrain_after: int | None) -> None:
     """Create a project with a preset of label classes."""
     from .bootstrap import SetupError, create_project
@@ -100,9 +120,14 @@ def create_project_cmd(name: str, preset: str, test_share: float, train_on_refer
                                      fine_tune_blocks=fine_tune_blocks,
                                      retrain_after_new_labels=retrain_after)
             classes = ", ".join(f"{c.name} [{c.hotkey}]" for c in project.classes)
+            blocks = project.fine_tune_blocks
     except SetupError as exc:
         _fail(str(exc))
     click.echo(f"created project {name!r}: {classes}")
+    if fine_tune_blocks is None:
+        click.echo("fine-tuning: " + ("2 blocks (a GPU worker has trained here)" if blocks
+                                      else "head only (no GPU worker known; raise it in the "
+                                           "project's Settings on a GPU)"))
 
 
 def _import(settings: Settings, path: Path, project_name: str, source: str | None,
@@ -346,18 +371,26 @@ def simulate(data_dir: Path, strategies: str, initial: int, batch: int, rounds: 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--worker/--no-worker", default=True, help="Also start one Celery worker.")
+@click.option("--worker/--no-worker", default=True,
+              help="Also start the Celery workers (rounds and scoring; strategy comparisons).")
 def run(host: str, port: int, worker: bool) -> None:
-    """Serve the web app (gunicorn) with one Celery worker, until interrupted."""
+    """Serve the web app (gunicorn) with its Celery workers, until interrupted."""
+    from worker.celery_app import SIMULATE_QUEUE
+
     settings = _settings()
     procs: list[subprocess.Popen] = []
     if worker:
         # One worker with an embedded beat: it also starts scheduled rounds.
         procs.append(subprocess.Popen(worker_command() + [
             "--beat", "--schedule", str(settings.instance_dir / "celerybeat-schedule")]))
+        # Strategy comparisons on a worker of their own, so a round never waits
+        # behind one. It imports TensorFlow only when a comparison starts.
+        procs.append(subprocess.Popen(worker_command(SIMULATE_QUEUE, name="simulate")))
     procs.append(subprocess.Popen([
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
-        "--threads", "4", "--access-logfile", "-", "webapp.wsgi:app",
+        "--threads", "4", "--access-logfile", "-",
+        # Polling requests stay out of the access log.
+        "--logger-class", "webapp.access_log.QuietPollingLogger", "webapp.wsgi:app",
     ]))
     click.echo(f"hemaloop is at http://{host}:{port}/ (Ctrl-C stops it)")
 
@@ -384,11 +417,14 @@ def run(host: str, port: int, worker: bool) -> None:
         raise SystemExit(1)
 
 
-def worker_command(queues: str = "train,score,default") -> list[str]:
+def worker_command(queues: str = "train,score,default", name: str | None = None) -> list[str]:
     # solo pool: one task at a time in the worker process itself, which keeps
     # TensorFlow's threads and memory in one place on a small machine.
-    return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
-            "-Q", queues, "--loglevel", "INFO"]
+    command = [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
+               "-Q", queues, "--loglevel", "INFO"]
+    if name:  # two workers on one host need distinct node names
+        command += ["--hostname", f"{name}@%h"]
+    return command
 
 
 @main.command()
@@ -401,7 +437,8 @@ def beat() -> None:
 
 
 @main.command()
-@click.option("--queues", default="train,score,default", show_default=True)
+@click.option("--queues", default="train,score,default", show_default=True,
+              help="Comma-separated; strategy comparisons go to 'simulate'.")
 def worker(queues: str) -> None:
     """Run a Celery worker for the given queues (what docker-compose's worker runs)."""
     _settings()
