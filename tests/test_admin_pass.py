@@ -315,3 +315,43 @@ def test_settings_pages_render_checkboxes_beside_their_labels(admin, settings):
     assert "required" not in page.split("Strategies to compare", 1)[1].split("</fieldset>")[0]
     with session_scope(settings.database_url) as s:
         assert s.scalar(select(SimulationRun.id)) is None
+
+
+# --- plots: titles, axis titles, units ----------------------------------------------------------
+
+def test_agreement_page_splits_kappa_and_alpha_and_titles_its_axes(app, settings, tmp_path):
+    import re
+
+    from tests.test_curation import _setup
+
+    pid, _, _ = _setup(app, settings, tmp_path)
+    curator = LoggedIn(app.test_client(), "cara")
+    page = curator.get(f"/curate/projects/{pid}/agreement").text
+    pairs = page.split('id="pair-kappa"', 1)[1].split("</figure>", 1)[0]
+    classes = page.split('id="class-alpha"', 1)[1].split("</figure>", 1)[0]
+    assert "Cohen&#39;s kappa per reader pair" in pairs and "ann vs bob" in pairs
+    assert "class " not in pairs and "monocyte" not in pairs
+    assert "Krippendorff&#39;s alpha per class" in classes and ">monocyte<" in classes
+    assert "ann vs bob" not in classes
+    for chart in (pairs, classes):
+        assert re.search(r">-1<.*>0<.*>1<", chart, re.S)  # a tick-labelled axis
+        assert "0: chance" in chart  # its title, with what the scale means
+    heat = page.split('id="reader-confusion"', 1)[1].split("</figure>", 1)[0]
+    assert "one reader's vote" in heat and "the other reader's vote" in heat
+    assert "pairs of votes" in heat
+
+
+def test_model_charts_have_titles_axes_and_units(admin, settings):
+    pid = _project(settings)
+    version = finish_round(settings, add_round(settings, pid, status="running"))
+    with session_scope(settings.database_url) as s:
+        from models import ModelVersion
+
+        v = s.get(ModelVersion, version)
+        v.metrics = {**v.metrics, "history": {"head": {"loss": [1.2, 0.9, 0.7],
+                                                       "val_loss": [1.3, 1.0, 0.8]}}}
+    models = admin.get(f"/admin/projects/{pid}/models").text
+    assert "Test split by model version" in models and "model version (oldest first)" in models
+    assert "score, 0 to 1" in models and ">v" in models
+    rnd = admin.get(f"/admin/rounds/{v.round_id}").text
+    assert "Loss per epoch" in rnd and "cross-entropy loss (nats)" in rnd and ">epoch" in rnd
