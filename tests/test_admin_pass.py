@@ -355,3 +355,15 @@ def test_model_charts_have_titles_axes_and_units(admin, settings):
     assert "score, 0 to 1" in models and ">v" in models
     rnd = admin.get(f"/admin/rounds/{v.round_id}").text
     assert "Loss per epoch" in rnd and "cross-entropy loss (nats)" in rnd and ">epoch" in rnd
+
+
+def test_bootstrap_run_again_changes_nothing(app, settings, tmp_path):
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url)
+    first = _cli(["bootstrap"], env)
+    assert first.exit_code == 0, first.output
+    password = first.stdout.rsplit("password (shown once): ", 1)[1].strip()
+    again = _cli(["bootstrap"], env)
+    assert again.exit_code == 0 and "shown once" not in again.stdout
+    assert "an admin account exists; left as it is" in again.stdout
+    assert "hemaloop reset-password" in again.stdout
+    LoggedIn(app.test_client(), "admin", password)  # the first password still works

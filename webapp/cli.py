@@ -191,6 +191,10 @@ def bootstrap(demo: bool) -> None:
                 click.echo("created admin account 'admin' with HEMALOOP_ADMIN_PASSWORD")
             else:
                 click.echo(f"created admin account 'admin'; password (shown once): {password}")
+        else:
+            # Run again (every `make run`): nothing is changed, no password either.
+            click.echo("an admin account exists; left as it is (a lost password: "
+                       "hemaloop reset-password NAME)")
         if demo and s.scalar(select(Project).where(Project.name == DEMO_PROJECT)) is None:
             # Head-only rounds: the demo must be quick on a laptop's CPU. On a GPU
             # worker, raise fine-tune blocks in the project's settings.
