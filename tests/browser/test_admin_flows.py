@@ -103,3 +103,56 @@ def test_reading_settings_contested_classes_are_checkboxes_beside_their_labels(l
     assert abs((box["y"] + box["height"] / 2) - (label["y"] + label["height"] / 2)) < 6
     item.locator("label").click()  # the label ticks its box
     assert item.locator("input").is_checked()
+
+
+def test_charts_have_titles_and_axis_titles_on_screen(live_server, page, app, settings, tmp_path):
+    """The agreement page's two bar charts and heatmap, and a round's loss chart, as drawn."""
+    from tests.test_curation import _setup
+
+    pid, _, _ = _setup(app, settings, tmp_path)
+    log_in(page, live_server, "cara")
+    page.wait_for_url("**/curate/")
+    page.goto(f"{live_server}/curate/projects/{pid}/agreement")
+    pair, alpha = page.locator("#pair-kappa svg"), page.locator("#class-alpha svg")
+    assert pair.is_visible() and alpha.is_visible()
+    for chart in (pair, alpha):
+        box = chart.bounding_box()
+        assert box["width"] > 300 and box["height"] > 60
+        # Every label inside its chart: nothing cut off at the edges.
+        for text in chart.locator("text").all():
+            t = text.bounding_box()
+            assert box["x"] - 1 <= t["x"] and t["x"] + t["width"] <= box["x"] + box["width"] + 1
+    heat = page.locator("#reader-confusion svg")
+    hb = heat.bounding_box()
+    for title in ("one reader's vote", "the other reader's vote"):
+        t = heat.locator(f"text:text-is(\"{title}\")").bounding_box()
+        assert hb["x"] - 1 <= t["x"] and t["y"] >= hb["y"] - 1
+    page.screenshot(path=str(tmp_path / "agreement.png"), full_page=True)
+    assert not page.js_errors
+
+
+def test_loss_chart_is_titled_and_labelled_on_screen(live_server, page, settings):
+    from models import ModelVersion
+
+    pid = _project(settings)
+    round_id = add_round(settings, pid, status="running")
+    version = finish_round(settings, round_id)
+    with session_scope(settings.database_url) as s:
+        v = s.get(ModelVersion, version)
+        v.metrics = {**v.metrics, "history": {
+            "head": {"loss": [1.4, 1.0, 0.8, 0.7], "val_loss": [1.5, 1.1, 0.95, 0.9]},
+            "fine_tune": {"loss": [0.65, 0.6], "val_loss": [0.88, 0.87]}}}
+    make_user(settings, "boss", "admin")
+    log_in(page, live_server, "boss")
+    page.wait_for_url(live_server + "/admin/")
+    page.goto(f"{live_server}/admin/rounds/{round_id}")
+    chart = page.locator("#round-result figure.chart svg")
+    box = chart.bounding_box()
+    texts = [t.text_content().strip() for t in chart.locator("text").all()]
+    assert "Loss per epoch (head, then fine-tuning)" in texts
+    assert "cross-entropy loss (nats)" in texts and any(t.startswith("epoch") for t in texts)
+    assert {"1", "6"} <= set(texts)  # first and last epoch on the x axis
+    for text in chart.locator("text").all():
+        t = text.bounding_box()
+        assert box["x"] - 1 <= t["x"] and t["x"] + t["width"] <= box["x"] + box["width"] + 1
+        assert box["y"] - 1 <= t["y"] and t["y"] + t["height"] <= box["y"] + box["height"] + 1
