@@ -50,6 +50,26 @@ class SimulationRun(Base):
     # Seconds left in the current phase (backbone features, then the rounds),
     # from that phase's measured rate; None until there is a rate.
     eta_seconds: Mapped[float | None]
+    # The worker's last progress report: a run silent for longer than
+    # HEMALOOP_ROUND_STALE_SECONDS lost its worker (a redelivered task finds the
+    # row running and does nothing, so nothing else would end it).
+    heartbeat_at: Mapped[datetime | None]
+
+
+def fail_lost_simulations(session: Session, stale_seconds: float) -> int:
+    """Fail running comparisons whose worker has not reported for ``stale_seconds``."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    done = session.execute(update(SimulationRun).where(
+        SimulationRun.status == SimulationStatus.RUNNING,
+        SimulationRun.heartbeat_at < cutoff)
+        .values(status=SimulationStatus.FAILED, phase="worker lost", eta_seconds=None,
+                finished_at=utcnow(),
+                error=f"No progress from the worker for over {stale_seconds:.0f} s; it is "
+                      "presumed lost. Start the comparison again."))
+    session.commit()
+    return done.rowcount
 
 
 def cancel_simulation(session: Session, run: SimulationRun) -> bool:

@@ -367,3 +367,21 @@ def test_bootstrap_run_again_changes_nothing(app, settings, tmp_path):
     assert "an admin account exists; left as it is" in again.stdout
     assert "hemaloop reset-password" in again.stdout
     LoggedIn(app.test_client(), "admin", password)  # the first password still works
+
+
+def test_a_comparison_whose_worker_was_lost_is_failed_with_the_reason(admin, settings):
+    from datetime import timedelta
+
+    pid = _project(settings)
+    lost, alive = _comparison(admin, pid), _comparison(admin, pid)
+    old = utcnow() - timedelta(hours=2)
+    with session_scope(settings.database_url) as s:
+        for run_id, beat in ((lost, old), (alive, utcnow())):
+            run = s.get(SimulationRun, run_id)
+            run.status, run.started_at, run.heartbeat_at = SimulationStatus.RUNNING, old, beat
+    page = admin.get(f"/admin/comparisons/{lost}", headers={"HX-Request": "true"})
+    assert page.status_code == 286 and "presumed lost" in page.text
+    assert 'data-status="failed"' in page.text
+    assert admin.get(f"/admin/comparisons/{alive}", headers={"HX-Request": "true"}).status_code == 200
+    with session_scope(settings.database_url) as s:
+        assert s.get(SimulationRun, alive).status == SimulationStatus.RUNNING

@@ -103,7 +103,7 @@ class _Progress:
         measured = done - self.first_done
         eta = ((now - self.phase_start) / measured * (total - done)) if measured > 0 else None
         if not _update(self.settings, self.run_id, progress=lo + (hi - lo) * share,
-                       phase=message[:200], eta_seconds=eta):
+                       phase=message[:200], eta_seconds=eta, heartbeat_at=utcnow()):
             raise SimulationCancelled()
 
 
@@ -117,7 +117,7 @@ def run_simulation_row(settings: Settings, run_id: int) -> SimulationStatus | No
         claimed = s.execute(update(SimulationRun).where(
             SimulationRun.id == run_id, SimulationRun.status == SimulationStatus.QUEUED)
             .values(status=SimulationStatus.RUNNING, phase="reading the labeled cells",
-                    started_at=utcnow()))
+                    started_at=utcnow(), heartbeat_at=utcnow()))
         if claimed.rowcount != 1:
             log.info("simulation run %s is not queued; nothing to do", run_id)
             return None

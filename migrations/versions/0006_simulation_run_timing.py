@@ -1,6 +1,7 @@
-"""Strategy comparisons: when a run started and its estimated time left, so the
-admin page can say how long it has to go (and a run can be cancelled: the
-``cancelled`` status needs no schema change, the column is a plain string).
+"""Strategy comparisons: when a run started, its estimated time left, and when its
+worker last reported, so the admin page can say how long it has to go and fail a
+run whose worker was lost (a cancel needs no schema change: the ``cancelled``
+status fits the plain string column).
 
 Revision ID: 0006
 Revises: 0005
@@ -24,9 +25,11 @@ def upgrade() -> None:
     with op.batch_alter_table("simulation_runs") as batch_op:
         batch_op.add_column(sa.Column("started_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("eta_seconds", sa.Double(), nullable=True))
+        batch_op.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("simulation_runs") as batch_op:
+        batch_op.drop_column("heartbeat_at")
         batch_op.drop_column("eta_seconds")
         batch_op.drop_column("started_at")

@@ -8,7 +8,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from models import Project, ReviewQueue, Role, SimulationRun, SimulationStatus
-from models.simulation import cancel_simulation
+from models.simulation import cancel_simulation, fail_lost_simulations
 from worker.celery_app import BUILD_REVIEW_QUEUE, RUN_SIMULATION
 
 from ..auth.roles import role_required
@@ -26,12 +26,21 @@ def _project(project_id: int) -> Project:
 
 
 def _run(run_id: int) -> SimulationRun:
-    return get_or_404(SimulationRun, run_id, "comparison run")
+    run = get_or_404(SimulationRun, run_id, "comparison run")
+    if run.status == SimulationStatus.RUNNING:
+        _fail_lost()
+        get_db().refresh(run)
+    return run
+
+
+def _fail_lost() -> None:
+    fail_lost_simulations(get_db(), current_app.config["HEMALOOP"].round_stale_seconds)
 
 
 def _page(project: Project, strategy_form: StrategyForm, comparison_form: ComparisonForm,
           status: int = 200):
     db = get_db()
+    _fail_lost()
     queues = db.scalars(select(ReviewQueue).where(ReviewQueue.project_id == project.id)
                         .order_by(ReviewQueue.id.desc()).limit(5)).all()
     runs = db.scalars(select(SimulationRun).where(SimulationRun.project_id == project.id)
