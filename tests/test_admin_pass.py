@@ -22,7 +22,13 @@ from models.db import session_scope
 from models.simulation import cancel_simulation
 from tests.admin_helpers import finish_round
 from tests.conftest import (
-    NO_PG, PASSWORD, LoggedIn, add_round, base_env, csrf_token, fresh_postgres_database,
+    NO_PG,
+    PASSWORD,
+    LoggedIn,
+    add_round,
+    base_env,
+    csrf_token,
+    fresh_postgres_database,
     make_user,
 )
 from webapp.bootstrap import create_project
@@ -97,8 +103,8 @@ def test_a_polled_round_row_stops_polling_and_announces_the_end(admin, settings)
 # --- strategy comparisons --------------------------------------------------------------
 
 def test_comparisons_go_to_their_own_queue(settings):
-    from worker.celery_app import RUN_ROUND, RUN_SIMULATION, make_celery
     from webapp.cli import worker_command
+    from worker.celery_app import RUN_ROUND, RUN_SIMULATION, make_celery
 
     routes = make_celery(settings).conf.task_routes
     assert routes[RUN_SIMULATION]["queue"] == "simulate" != routes[RUN_ROUND]["queue"]

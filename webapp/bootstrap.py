@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import LabelClass, Project, Role, User
+from models.fine_tune_cost import gpu_worker_known
 from models.presets import PRESETS
 
 
@@ -52,8 +53,6 @@ def create_project(session: Session, name: str, preset: str = "pbc8", *, test_sh
                    retrain_after_new_labels: int | None = None) -> Project:
     """``fine_tune_blocks=None``: 2 where a GPU worker is known, else head only (0):
     on a CPU worker fine-tuning takes most of a round for little gain."""
-    from models.fine_tune_cost import gpu_worker_known
-
     if fine_tune_blocks is None:
         fine_tune_blocks = 2 if gpu_worker_known(session) else 0
     name = name.strip()

@@ -88,6 +88,7 @@ class _Progress:
         self.settings, self.run_id = settings, run_id
         self.phase_key: str | None = None
         self.phase_start = self.last_write = 0.0
+        self.first_done = 0  # the count at the phase's first report: its rate starts there
 
     def __call__(self, done: int, total: int, message: str) -> None:
         now = time.monotonic()
@@ -154,4 +155,3 @@ def run_simulation_row(settings: Settings, run_id: int) -> SimulationStatus | No
                    output_dir=str(out_dir), finished_at=utcnow()):
         return SimulationStatus.CANCELLED  # cancelled after its last round
     return SimulationStatus.SUCCEEDED
-
