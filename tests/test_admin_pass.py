@@ -391,3 +391,41 @@ def test_a_comparison_whose_worker_was_lost_is_failed_with_the_reason(admin, set
     assert admin.get(f"/admin/comparisons/{alive}", headers={"HX-Request": "true"}).status_code == 200
     with session_scope(settings.database_url) as s:
         assert s.get(SimulationRun, alive).status == SimulationStatus.RUNNING
+
+
+def test_hemaloop_run_starts_the_web_app_and_both_workers_and_stops_them(tmp_path):
+    """The real `hemaloop run`: gunicorn on the given port, the round worker and the
+    comparisons' worker ready, polling out of the access log, all stopped by SIGTERM."""
+    import signal
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEMALOOP_")}
+    env.update(base_env(tmp_path), PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", "from webapp.cli import main; main()", "migrate"],
+                   cwd=REPO, env=env, check=True, capture_output=True)
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from webapp.cli import main; main()", "run", "--port", str(port)],
+        cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not ("celery@" in log.read_text() and "simulate@" in log.read_text()
+                   and log.read_text().count(" ready.") >= 2):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        base = f"http://127.0.0.1:{port}"
+        urllib.request.urlopen(urllib.request.Request(
+            base + "/auth/login?polled=1", headers={"X-Hemaloop-Poll": "1"}), timeout=10)
+        urllib.request.urlopen(base + "/auth/login?plain=1", timeout=10)
+        deadline = time.monotonic() + 10
+        while "plain=1" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    text = log.read_text()
+    assert "plain=1" in text and "polled=1" not in text
+    # The workers' banners list their queues: comparisons have one of their own.
+    assert ".> simulate" in text and ".> train" in text
+    assert proc.returncode == 0, text
