@@ -49,7 +49,8 @@ class Project(Base):
     retrain_after_new_labels: Mapped[int | None]
     # Phase 2 of training unfreezes this many of InceptionV3's top blocks
     # (0: the head alone is trained, on cached features).
-    fine_tune_blocks: Mapped[int] = mapped_column(default=2)
+    # Head only unless asked: webapp/bootstrap.create_project picks 2 where a GPU worker is known.
+    fine_tune_blocks: Mapped[int] = mapped_column(default=0)
     # Start each round's network from the active model's weights.
     warm_start: Mapped[bool] = mapped_column(default=True)
     # Reading: k readers must agree before a cell's label is final (or a

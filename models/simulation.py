@@ -6,8 +6,8 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Enum, ForeignKey, String, Text, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
 
@@ -17,6 +17,11 @@ class SimulationStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in {SimulationStatus.QUEUED, SimulationStatus.RUNNING}
 
 
 class SimulationRun(Base):
@@ -40,4 +45,44 @@ class SimulationRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Seconds left in the current phase (backbone features, then the rounds),
+    # from that phase's measured rate; None until there is a rate.
+    eta_seconds: Mapped[float | None]
+    # The worker's last progress report: a run silent for longer than
+    # HEMALOOP_ROUND_STALE_SECONDS lost its worker (a redelivered task finds the
+    # row running and does nothing, so nothing else would end it).
+    heartbeat_at: Mapped[datetime | None]
+
+
+def fail_lost_simulations(session: Session, stale_seconds: float) -> int:
+    """Fail running comparisons whose worker has not reported for ``stale_seconds``."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=stale_seconds)
+    done = session.execute(update(SimulationRun).where(
+        SimulationRun.status == SimulationStatus.RUNNING,
+        SimulationRun.heartbeat_at < cutoff)
+        .values(status=SimulationStatus.FAILED, phase="worker lost", eta_seconds=None,
+                finished_at=utcnow(),
+                error=f"No progress from the worker for over {stale_seconds:.0f} s; it is "
+                      "presumed lost. Start the comparison again."))
+    session.commit()
+    return done.rowcount
+
+
+def cancel_simulation(session: Session, run: SimulationRun) -> bool:
+    """Mark a queued or running comparison cancelled; False when it has already ended.
+
+    A queued run is then never claimed; a running one stops at its next progress
+    report (worker/simulation_runs.py writes progress only while the row is running).
+    """
+    done = session.execute(update(SimulationRun).where(
+        SimulationRun.id == run.id,
+        SimulationRun.status.in_([SimulationStatus.QUEUED, SimulationStatus.RUNNING]))
+        .values(status=SimulationStatus.CANCELLED, phase="cancelled", eta_seconds=None,
+                finished_at=utcnow()))
+    session.commit()
+    session.refresh(run)
+    return done.rowcount == 1

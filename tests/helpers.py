@@ -178,5 +178,5 @@ def running_worker(celery_app):
     import worker.tasks  # noqa: F401
 
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
-                      queues=["train", "score", "default"], shutdown_timeout=60):
+                      queues=["train", "score", "default", "simulate"], shutdown_timeout=60):
         yield

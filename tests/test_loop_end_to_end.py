@@ -63,7 +63,7 @@ def test_label_train_rerank(app, client, settings, demo_project):
     response = admin.post(f"/admin/projects/{demo_project}/rounds")
     assert response.status_code == 200, response.text
     round_id = int(re.search(r'id="round-(\d+)"', response.text).group(1))
-    assert 'hx-trigger="every 2s"' in response.text  # live status while queued
+    assert 'hx-trigger="every 5s"' in response.text  # live status while queued
 
     with running_worker(app.extensions["celery"]):
         rnd = _wait_for(settings, round_id)
@@ -72,6 +72,7 @@ def test_label_train_rerank(app, client, settings, demo_project):
 
     row = admin.get(f"/admin/rounds/{round_id}/row")
     assert "succeeded" in row.text and "hx-trigger" not in row.text  # polling stops
+    assert row.status_code == 286
 
     with session_scope(settings.database_url) as s:
         version = s.scalar(select(ModelVersion).where(ModelVersion.round_id == round_id))

@@ -292,7 +292,8 @@ def test_project_settings_form(client, app, settings):
     make_user(settings, "reader", "pathologist")
     admin = LoggedIn(client, "boss")
     url = f"/admin/projects/{pid}/settings"
-    assert _project_row(settings, pid) == (None, 1, 2, True, False)
+    # Head only (0 blocks) by default: no GPU worker has trained here.
+    assert _project_row(settings, pid) == (None, 1, 0, True, False)
 
     page = admin.get(url)
     assert page.status_code == 200

@@ -196,5 +196,5 @@ def test_cli_reports_configuration_error(tmp_path, bad, named):
 def test_cli_starts_with_good_settings(tmp_path):
     result = _cli(["migrate"], base_env(tmp_path))
     assert result.exit_code == 0, result.output
-    assert "latest schema" in result.stdout
+    assert "created the database schema" in result.stdout
     assert (tmp_path / "instance" / "hemaloop.sqlite").is_file()

@@ -96,7 +96,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         if not current_user.is_authenticated:
             return redirect(url_for("auth.login"))
-        # Curators (and admins) start with the cells waiting for them.
+        # Each role starts where its work is: admins on Admin, curators with the
+        # cells waiting for them, pathologists labeling.
+        if current_user.has_role("admin"):
+            return redirect(url_for("admin.index"))
         if current_user.has_role("curator"):
             return redirect(url_for("curate.index"))
         return redirect(url_for("label.index"))

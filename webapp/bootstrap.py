@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import LabelClass, Project, Role, User
+from models.fine_tune_cost import gpu_worker_known
 from models.presets import PRESETS
 
 
@@ -36,7 +37,7 @@ def create_user(session: Session, username: str, role: Role, password: str | Non
 def _existing_user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username.strip()))
     if user is None:
-        raise SetupError(f"there is no user {username.strip()!r}")
+        raise SetupError(f"no user named {username.strip()!r}")
     return user
 
 
@@ -59,8 +60,12 @@ def deactivate_user(session: Session, username: str) -> None:
 
 def create_project(session: Session, name: str, preset: str = "pbc8", *, test_share: float = 0.1,
                    train_on_reference: bool = False, min_labels_per_class: int = 1,
-                   fine_tune_blocks: int = 2, retrain_after_new_labels: int | None = None
-                   ) -> Project:
+                   fine_tune_blocks: int | None = None,
+                   retrain_after_new_labels: int | None = None) -> Project:
+    """``fine_tune_blocks=None``: 2 where a GPU worker is known, else head only (0):
+    on a CPU worker fine-tuning takes most of a round for little gain."""
+    if fine_tune_blocks is None:
+        fine_tune_blocks = 2 if gpu_worker_known(session) else 0
     name = name.strip()
     if not name or len(name) > 120:
         raise SetupError("a project name needs 1 to 120 characters")

@@ -41,12 +41,20 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic upgrade head)."""
-    from migrations.runner import upgrade
+    from migrations.runner import current_revision, head_revision, upgrade
 
     settings = _settings()
     settings.instance_dir.mkdir(parents=True, exist_ok=True)
+    head = head_revision()
+    before = current_revision(settings.database_url)
+    if before == head:
+        click.echo(f"database already at the latest schema ({head}); nothing to do")
+        return
     upgrade(settings.database_url)
-    click.echo("database is at the latest schema")
+    if before is None:
+        click.echo(f"created the database schema (revision {head})")
+    else:
+        click.echo(f"upgraded the database schema from revision {before} to {head}")
 
 
 @main.command("create-user")
@@ -87,6 +95,10 @@ def set_password_cmd(username: str, password_stdin: bool) -> None:
         click.echo(f"password (shown once): {password_used}")
 
 
+# The name an admin with a lost password looks for (README); the same command.
+main.add_command(set_password_cmd, name="reset-password")
+
+
 @main.command("deactivate-user")
 @click.argument("username")
 def deactivate_user_cmd(username: str) -> None:
@@ -108,12 +120,13 @@ def deactivate_user_cmd(username: str) -> None:
 @click.option("--train-on-reference", is_flag=True,
               help="Use labels that come with imports as training labels.")
 @click.option("--min-labels-per-class", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--fine-tune-blocks", default=2, show_default=True, type=click.IntRange(0, 11),
-              help="InceptionV3 blocks fine-tuned after the head (0: head only).")
+@click.option("--fine-tune-blocks", default=None, type=click.IntRange(0, 11),
+              help="InceptionV3 blocks fine-tuned after the head (0: head only). Default: 2 "
+                   "where a GPU worker has trained a round, else 0.")
 @click.option("--retrain-after", type=click.IntRange(1), default=None,
               help="Start a round automatically after this many new labels.")
 def create_project_cmd(name: str, preset: str, test_share: float, train_on_reference: bool,
-                       min_labels_per_class: int, fine_tune_blocks: int,
+                       min_labels_per_class: int, fine_tune_blocks: int | None,
                        retrain_after: int | None) -> None:
     """Create a project with a preset of label classes."""
     from .bootstrap import SetupError, create_project
@@ -126,9 +139,14 @@ def create_project_cmd(name: str, preset: str, test_share: float, train_on_refer
                                      fine_tune_blocks=fine_tune_blocks,
                                      retrain_after_new_labels=retrain_after)
             classes = ", ".join(f"{c.name} [{c.hotkey}]" for c in project.classes)
+            blocks = project.fine_tune_blocks
     except SetupError as exc:
         _fail(str(exc))
     click.echo(f"created project {name!r}: {classes}")
+    if fine_tune_blocks is None:
+        click.echo("fine-tuning: " + ("2 blocks (a GPU worker has trained here)" if blocks
+                                      else "head only (no GPU worker known; raise it in the "
+                                           "project's Settings on a GPU)"))
 
 
 def _import(settings: Settings, path: Path, project_name: str, source: str | None,
@@ -215,6 +233,10 @@ def bootstrap(demo: bool) -> None:
                 click.echo("created admin account 'admin' with HEMALOOP_ADMIN_PASSWORD")
             else:
                 click.echo(f"created admin account 'admin'; password (shown once): {password}")
+        else:
+            # Run again (every `make run`): nothing is changed, no password either.
+            click.echo("an admin account exists; left as it is (a lost password: "
+                       "hemaloop reset-password NAME)")
         if demo and s.scalar(select(Project).where(Project.name == DEMO_PROJECT)) is None:
             # Head-only rounds: the demo must be quick on a laptop's CPU. On a GPU
             # worker, raise fine-tune blocks in the project's settings.
@@ -404,18 +426,26 @@ def simulate(data_dir: Path, strategies: str, initial: int, batch: int, rounds: 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--worker/--no-worker", default=True, help="Also start one Celery worker.")
+@click.option("--worker/--no-worker", default=True,
+              help="Also start the Celery workers (rounds and scoring; strategy comparisons).")
 def run(host: str, port: int, worker: bool) -> None:
-    """Serve the web app (gunicorn) with one Celery worker, until interrupted."""
+    """Serve the web app (gunicorn) with its Celery workers, until interrupted."""
+    from worker.celery_app import SIMULATE_QUEUE
+
     settings = _settings()
     procs: list[subprocess.Popen] = []
     if worker:
         # One worker with an embedded beat: it also starts scheduled rounds.
         procs.append(subprocess.Popen(worker_command() + [
             "--beat", "--schedule", str(settings.instance_dir / "celerybeat-schedule")]))
+        # Strategy comparisons on a worker of their own, so a round never waits
+        # behind one. It imports TensorFlow only when a comparison starts.
+        procs.append(subprocess.Popen(worker_command(SIMULATE_QUEUE, name="simulate")))
     procs.append(subprocess.Popen([
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
-        "--threads", "4", "--access-logfile", "-", "webapp.wsgi:app",
+        "--threads", "4", "--access-logfile", "-",
+        # Polling requests stay out of the access log.
+        "--logger-class", "webapp.access_log.QuietPollingLogger", "webapp.wsgi:app",
     ]))
     click.echo(f"hemaloop is at http://{host}:{port}/ (Ctrl-C stops it)")
 
@@ -456,7 +486,7 @@ def worker_command(queues: str = "train,score,default", name: str | None = None)
     # TensorFlow's threads and memory in one place on a small machine.
     return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
             "-Q", queues, "--loglevel", "INFO",
-            "-n", name or f"hemaloop-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h"]
+            "-n", f"{name or 'hemaloop'}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h"]
 
 
 @main.command()
@@ -469,7 +499,8 @@ def beat() -> None:
 
 
 @main.command()
-@click.option("--queues", default="train,score,default", show_default=True)
+@click.option("--queues", default="train,score,default", show_default=True,
+              help="Comma-separated; strategy comparisons go to 'simulate'.")
 def worker(queues: str) -> None:
     """Run a Celery worker for the given queues (what docker-compose's worker runs)."""
     _settings()

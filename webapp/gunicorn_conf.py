@@ -15,3 +15,5 @@ worker_class = "gthread" if threads > 1 else "sync"
 keepalive = 5
 timeout = 60
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
+# The pages' polling stays out of the access log (webapp/access_log.py).
+logger_class = "webapp.access_log.QuietPollingLogger"

@@ -17,6 +17,9 @@ from models.settings import Settings
 TRAIN_QUEUE = "train"
 SCORE_QUEUE = "score"
 DEFAULT_QUEUE = "default"
+# Strategy comparisons: minutes to hours of simulated rounds, on a worker of
+# their own so a training round never waits behind one.
+SIMULATE_QUEUE = "simulate"
 RUN_ROUND = "hemaloop.run_round"
 SCORE_VERSION = "hemaloop.score_version"
 SCORE_CHUNK = "hemaloop.score_chunk"
@@ -62,7 +65,7 @@ def make_celery(settings: Settings) -> Celery:
             SCHEDULE_ROUNDS: {"queue": DEFAULT_QUEUE},
             RECOVER_ROUNDS: {"queue": DEFAULT_QUEUE},
             BUILD_REVIEW_QUEUE: {"queue": SCORE_QUEUE},
-            RUN_SIMULATION: {"queue": TRAIN_QUEUE},
+            RUN_SIMULATION: {"queue": SIMULATE_QUEUE},
         },
         # Celery beat checks for projects due a scheduled round, and for rounds
         # whose worker is gone (pages only read; recovery writes happen here).

@@ -8,6 +8,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from models import Project, ReviewQueue, Role, SimulationRun, SimulationStatus
+from models.simulation import cancel_simulation, fail_lost_simulations
 from worker.celery_app import BUILD_REVIEW_QUEUE, RUN_SIMULATION
 
 from ..auth.roles import role_required
@@ -15,6 +16,7 @@ from ..db import get_db, get_or_404
 from ..queueing import celery
 from . import bp
 from .active_learning_forms import ComparisonForm, StrategyForm
+from .polling import polled
 
 SVG_MAX_BYTES = 200_000
 
@@ -24,12 +26,21 @@ def _project(project_id: int) -> Project:
 
 
 def _run(run_id: int) -> SimulationRun:
-    return get_or_404(SimulationRun, run_id, "comparison run")
+    run = get_or_404(SimulationRun, run_id, "comparison run")
+    if run.status == SimulationStatus.RUNNING:
+        _fail_lost()
+        get_db().refresh(run)
+    return run
+
+
+def _fail_lost() -> None:
+    fail_lost_simulations(get_db(), current_app.config["HEMALOOP"].round_stale_seconds)
 
 
 def _page(project: Project, strategy_form: StrategyForm, comparison_form: ComparisonForm,
           status: int = 200):
     db = get_db()
+    _fail_lost()
     queues = db.scalars(select(ReviewQueue).where(ReviewQueue.project_id == project.id)
                         .order_by(ReviewQueue.id.desc()).limit(5)).all()
     runs = db.scalars(select(SimulationRun).where(SimulationRun.project_id == project.id)
@@ -116,7 +127,20 @@ def _svg(run: SimulationRun) -> Markup | None:
 @role_required(Role.ADMIN)
 def comparison(run_id: int):
     run = _run(run_id)
-    template = "admin/_comparison.html" if request.headers.get("HX-Request") \
-        else "admin/comparison.html"
-    return render_template(template, run=run, project=get_db().get(Project, run.project_id),
-                           svg=_svg(run))
+    project = get_db().get(Project, run.project_id)
+    if not request.headers.get("HX-Request"):
+        return render_template("admin/comparison.html", run=run, project=project, svg=_svg(run))
+    return polled(render_template("admin/_comparison.html", run=run, project=project,
+                                  svg=_svg(run)), finished=run.status.is_finished)
+
+
+@bp.post("/comparisons/<int:run_id>/cancel")
+@role_required(Role.ADMIN)
+def cancel_comparison(run_id: int):
+    run = _run(run_id)
+    if not cancel_simulation(get_db(), run):
+        return render_template("_error.html", title="Not cancelled",
+                               message=f"Comparison {run.id} has already {run.status.value}."), 409
+    return polled(render_template("admin/_comparison.html", run=run,
+                                  project=get_db().get(Project, run.project_id), svg=None),
+                  finished=True)

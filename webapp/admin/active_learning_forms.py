@@ -3,7 +3,7 @@
 from flask_wtf import FlaskForm
 from wtforms import (DecimalField, IntegerField, SelectChoice, SelectField, SelectMultipleField,
                      widgets)
-from wtforms.validators import DataRequired, NumberRange
+from wtforms.validators import NumberRange, ValidationError
 
 from common.strategies import STRATEGY_NAMES
 
@@ -19,11 +19,18 @@ class StrategyForm(FlaskForm):
         places=2, validators=[NumberRange(min=0, max=0.5)])
 
 
+def at_least_one(form, field) -> None:
+    """Checked on the server only: DataRequired would put ``required`` on every
+    checkbox, and a browser then refuses the form unless all of them are ticked."""
+    if not field.data:
+        raise ValidationError("Choose at least one strategy.")
+
+
 class ComparisonForm(FlaskForm):
     strategies = SelectMultipleField(
         "Strategies to compare", choices=CHOICES, default=["random", "margin"],
         option_widget=widgets.CheckboxInput(), widget=widgets.ListWidget(prefix_label=False),
-        validators=[DataRequired(message="Choose at least one strategy.")])
+        validators=[at_least_one])
     initial = IntegerField("Initial labels", default=20, validators=[NumberRange(min=1)])
     batch = IntegerField("Round size", default=20, validators=[NumberRange(min=1)])
     rounds = IntegerField("Rounds", default=10, validators=[NumberRange(min=1, max=200)])

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, FloatField, IntegerField, SelectMultipleField
+from wtforms import BooleanField, FloatField, IntegerField, SelectMultipleField, widgets
 from wtforms.validators import NumberRange, Optional
 
 
@@ -26,7 +26,11 @@ class ReadingSettingsForm(FlaskForm):
     contested_readers = IntegerField(
         "Higher k for contested classes and the agreement sample (empty: none)",
         validators=[Optional(), NumberRange(min=1, max=20)])
-    contested_classes = SelectMultipleField("Contested classes (readers often disagree)", coerce=int)
+    # Checkboxes, not a <select multiple>: a multi-select is a few rows high and
+    # needs Ctrl-click, which readers of this page kept getting wrong.
+    contested_classes = SelectMultipleField(
+        "Contested classes (readers often disagree)", coerce=int,
+        option_widget=widgets.CheckboxInput(), widget=widgets.ListWidget(prefix_label=False))
     agreement_share = FloatField(
         "Share of cells read with the higher k to measure agreement (0 to 1)",
         validators=[NumberRange(min=0, max=1)])

@@ -65,7 +65,9 @@ def quality_chart(versions: list[ModelVersion]) -> Chart | None:
         {"accuracy": [t.get("accuracy") for t in test],
          "macro-F1": [t.get("macro_f1") for t in test],
          "ECE": [t.get("ece") for t in test]},
-        x_labels=[f"v{v.id}" for v in ordered], y_range=(0.0, 1.0))
+        x_labels=[f"v{v.id}" for v in ordered], y_range=(0.0, 1.0),
+        title="Test split by model version", x_title="model version (oldest first)",
+        y_title="score, 0 to 1 (ECE: lower is better)")
 
 
 def history_chart(version: ModelVersion) -> Chart | None:
@@ -76,4 +78,7 @@ def history_chart(version: ModelVersion) -> Chart | None:
         h = history.get(phase) or {}
         for key in ("loss", "val_loss"):
             series.setdefault(key, []).extend(h.get(key) or [None] * len(h.get("loss", [])))
-    return line_chart(series, x_labels=None)
+    return line_chart(series, x_labels=None,
+                      title="Loss per epoch (head, then fine-tuning)",
+                      x_title="epoch (head epochs first, then fine-tuning epochs)",
+                      y_title="cross-entropy loss (nats)")

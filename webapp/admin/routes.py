@@ -6,6 +6,7 @@ from sqlalchemy import select
 from wtforms import SelectChoice
 
 from models import ModelVersion, Project, Role, TrainingRound
+from models.fine_tune_cost import fine_tune_costs
 from worker.celery_app import SCORE_VERSION
 from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
 from worker.publish import activate
@@ -15,6 +16,7 @@ from ..db import get_db, get_or_404
 from ..queueing import celery
 from . import bp
 from .forms import ProjectSettingsForm, ReadingSettingsForm
+from .polling import polled
 from .overview import history_chart, project_overview, quality_chart, recent_rounds, versions_of
 
 
@@ -63,18 +65,39 @@ def cancel(round_id: int):
 @bp.get("/rounds/<int:round_id>/row")
 @role_required(Role.ADMIN)
 def round_row(round_id: int):
-    return render_template("admin/_round_row.html", rnd=_round(round_id))
+    """The polled row; once the round has ended, 286 stops the polling and a
+    ``round-N-finished`` event has the page refresh what the round changed."""
+    rnd = _round(round_id)
+    return polled(render_template("admin/_round_row.html", rnd=rnd),
+                  finished=rnd.status.is_finished,
+                  events=(f"round-{rnd.id}-finished", f"project-{rnd.project_id}-round-finished"))
+
+
+@bp.get("/projects/<int:project_id>/figures")
+@role_required(Role.ADMIN)
+def project_figures(project_id: int):
+    """A project's figures on the admin card (active model, labels), refreshed when a round ends."""
+    return render_template("admin/_figures.html", o=project_overview(get_db(), _project(project_id)))
+
+
+def _round_result(rnd: TrainingRound) -> dict:
+    db = get_db()
+    version = db.scalar(select(ModelVersion).where(ModelVersion.round_id == rnd.id))
+    return {"rnd": rnd, "version": version, "project": db.get(Project, rnd.project_id),
+            "chart": history_chart(version) if version else None}
+
+
+@bp.get("/rounds/<int:round_id>/result")
+@role_required(Role.ADMIN)
+def round_result(round_id: int):
+    """The round page's timings, model metrics and confusion matrix, refreshed when it ends."""
+    return render_template("admin/_round_result.html", **_round_result(_round(round_id)))
 
 
 @bp.get("/rounds/<int:round_id>")
 @role_required(Role.ADMIN)
 def round_detail(round_id: int):
-    db = get_db()
-    rnd = _round(round_id)
-    version = db.scalar(select(ModelVersion).where(ModelVersion.round_id == rnd.id))
-    return render_template("admin/round.html", rnd=rnd, version=version,
-                           project=db.get(Project, rnd.project_id),
-                           chart=history_chart(version) if version else None)
+    return render_template("admin/round.html", **_round_result(_round(round_id)))
 
 
 @bp.get("/projects/<int:project_id>/models")
@@ -117,7 +140,8 @@ def project_settings(project_id: int):
         flash("Project settings saved.", "info")
         return redirect(url_for("admin.index"))
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/settings.html", project=project, form=form), status
+    return render_template("admin/settings.html", project=project, form=form,
+                           costs=fine_tune_costs(get_db())), status
 
 
 @bp.route("/projects/<int:project_id>/reading", methods=["GET", "POST"])

@@ -113,7 +113,8 @@ def agreement(project_id: int):
     project = get_or_404(Project, project_id, "project")
     report = agreement_report(db, project)
     squares, side = heatmap(report.confusion)
-    bars = kappa_bars([(" vs ".join(p["readers"]), p["cohen_kappa"]) for p in report.pairs]
-                      + [(f"class {c}", v["krippendorff_alpha"]) for c, v in report.per_class.items()])
+    # Two charts, not one: a pair's kappa and a class's alpha are different measures.
+    pair_bars = kappa_bars([(" vs ".join(p["readers"]), p["cohen_kappa"]) for p in report.pairs])
+    class_bars = kappa_bars([(c, v["krippendorff_alpha"]) for c, v in report.per_class.items()])
     return render_template("curate/agreement.html", project=project, report=report,
-                           squares=squares, side=side, bars=bars)
+                           squares=squares, side=side, pair_bars=pair_bars, class_bars=class_bars)

@@ -22,7 +22,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def svg_plot(curves: Sequence[MeanCurve], *, target: float | None = None,
-             title: str = "Accuracy vs labels", y_label: str = "test accuracy",
+             title: str = "Accuracy vs labels", y_label: str = "test accuracy (share correct)",
              width: int = 720, height: int = 420) -> str:
     left, right, top, bottom = 60, 170, 36, 48
     pw, ph = width - left - right, height - top - bottom
@@ -51,7 +51,8 @@ def svg_plot(curves: Sequence[MeanCurve], *, target: float | None = None,
     for t in _ticks(x_lo, x_hi):
         out.append(f'<text x="{px(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{t:.0f}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">labels</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 10}" text-anchor="middle">'
+               'labels given (cells whose class the oracle revealed)</text>')
     out.append(f'<text transform="translate(14 {top + ph / 2}) rotate(-90)" '
                f'text-anchor="middle">{escape(y_label)}</text>')
     if target is not None:
