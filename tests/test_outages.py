@@ -78,6 +78,9 @@ def test_pages_say_the_database_is_down(app, settings, tmp_path, database_url):
         response.text
     response = admin.get("/api/projects")
     assert response.status_code == 503 and response.json["error"] == "Database unavailable"
+    # Other error pages too: the header's user cannot be loaded, the page still renders.
+    response = admin.get("/no-such-page")
+    assert response.status_code == 404 and "<!doctype html>" in response.text.lower()
     # A visitor who is not logged in still gets the login page (it needs no database).
     assert anonymous.get("/auth/login").status_code == 200
     # Liveness stays ok; readiness does not.
