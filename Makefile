@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The web app's port: `make run PORT=5001` when 5000 is taken.
+PORT ?= 5000
 
 .PHONY: install run test test-fast lint bench clean
 
@@ -20,7 +22,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/hemaloop migrate
 	$(BIN)/hemaloop bootstrap --demo
-	$(BIN)/hemaloop run
+	$(BIN)/hemaloop run --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest

@@ -13,6 +13,8 @@ from typing import Iterator
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+CONNECT_TIMEOUT_S = 5  # PostgreSQL: libpq's connect_timeout (whole seconds)
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
@@ -31,7 +33,11 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # A server that does not answer (host down, packets dropped) fails a
+        # connection attempt after this long, rather than after the OS's TCP
+        # give-up (minutes), so a request ends with a clear error page.
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                               connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     return engine
 
 

@@ -13,6 +13,7 @@ from models.db import session_scope
 from tests.helpers import LoggedIn, make_user, running_worker, small_demo_copy
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
+from worker.celery_app import make_celery
 
 
 @pytest.fixture
@@ -60,7 +61,8 @@ def test_a_comparison_runs_on_a_worker_and_shows_its_plot(app, admin, settings, 
     run_id = int(response.headers["Location"].rsplit("/", 1)[1])
     live = admin.get(f"/admin/comparisons/{run_id}", headers={"HX-Request": "true"})
     assert 'hx-trigger="every 5s"' in live.text and "queued" in live.text
-    with running_worker(app.extensions["celery"]):
+    # The worker's own Celery app, as `hemaloop worker` builds it (the webapp's only sends).
+    with running_worker(make_celery(settings)):
         run = _wait(settings, run_id)
     assert run.status == SimulationStatus.SUCCEEDED, run.error
     assert set(run.result["labels_to_target"]) == {"random", "entropy"}

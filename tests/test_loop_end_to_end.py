@@ -14,6 +14,7 @@ from models import (Annotation, Lease, ModelVersion, Origin, Prediction, Project
                     TrainingRound, utcnow)
 from models.db import session_scope
 from tests.helpers import LoggedIn, make_user, running_worker
+from worker.celery_app import make_celery
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +66,8 @@ def test_label_train_rerank(app, client, settings, demo_project):
     round_id = int(re.search(r'id="round-(\d+)"', response.text).group(1))
     assert 'hx-trigger="every 5s"' in response.text  # live status while queued
 
-    with running_worker(app.extensions["celery"]):
+    # The worker's own Celery app, as `hemaloop worker` builds it (the webapp's only sends).
+    with running_worker(make_celery(settings)):
         rnd = _wait_for(settings, round_id)
     assert rnd.status == RoundStatus.SUCCEEDED, rnd.error
     assert rnd.progress == 1.0 and rnd.n_train == 12 and rnd.worker

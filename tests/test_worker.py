@@ -27,6 +27,7 @@ from tests.helpers import (
 from tests.helpers import trainable_project as _trainable_project
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
+from worker.celery_app import make_celery
 from worker.rounds import fail_lost_rounds, run_round
 
 # --- helpers -----------------------------------------------------------------------
@@ -274,7 +275,8 @@ def test_round_through_redis_and_a_real_worker(tmp_path, sqlite_url, redis_db):
     assert rnd.status == RoundStatus.QUEUED and rnd.celery_task_id
     assert redis_db.llen("train") == 1  # the message waits in Redis, on the train queue
 
-    with running_worker(app.extensions["celery"]):
+    # The worker's own Celery app, as `hemaloop worker` builds it (the webapp's only sends).
+    with running_worker(make_celery(settings)):
         rnd = _wait_finished(settings, round_id)
     assert rnd.status == RoundStatus.SUCCEEDED, rnd.error
     assert rnd.worker and rnd.started_at and rnd.finished_at

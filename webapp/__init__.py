@@ -21,6 +21,9 @@ from .extensions import csrf, limiter, login_manager
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    from .routing import install_id_bounds
+
+    install_id_bounds(app)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         HEMALOOP=settings,
@@ -116,8 +119,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return response
 
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
+    from .health import register_health
+
+    register_health(app)
 
     return app

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -433,6 +435,11 @@ def run(host: str, port: int, worker: bool) -> None:
     from worker.celery_app import SIMULATE_QUEUE
 
     settings = _settings()
+    # Before anything starts: gunicorn would retry a taken port for a while,
+    # after the worker had started and we had said where the app is.
+    problem = port_problem(host, port)
+    if problem:
+        _fail(problem)
     procs: list[subprocess.Popen] = []
     if worker:
         # One worker with an embedded beat: it also starts scheduled rounds.
@@ -470,6 +477,33 @@ def run(host: str, port: int, worker: bool) -> None:
     codes = [p.returncode for p in procs]
     if any(c not in (0, -signal.SIGTERM, None) for c in codes):
         raise SystemExit(1)
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why gunicorn could not listen on host:port, or None when it can.
+
+    Bound with SO_REUSEADDR, as gunicorn binds: a port left in TIME_WAIT by a
+    server that just stopped is free to it, one a server listens on is not.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot serve on {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use (another hemaloop, or another "
+                        f"server?). Choose another port: 'hemaloop run --port {port + 1}', "
+                        f"or 'make run PORT={port + 1}'.")
+            if exc.errno == errno.EACCES:
+                return (f"not allowed to listen on port {port} (ports below 1024 need "
+                        f"privileges). Choose another with --port (make run PORT=...).")
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
 
 
 def worker_command(queues: str = "train,score,default", name: str | None = None) -> list[str]:

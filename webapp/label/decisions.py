@@ -13,6 +13,8 @@ from models import (Annotation, Flag, Image, Kind, Lease, ModelVersion, Origin, 
 from models.labels import live_vote
 from models.open_slots import lock_for_vote
 
+from ..routing import MAX_ID
+
 MAX_DURATION_MS = 24 * 3600 * 1000
 # The reader's live lease on the cell, deleted as the claim on it (built once:
 # every keypress runs it).
@@ -49,6 +51,14 @@ def _optional_int(raw: str | None, what: str) -> int | None:
         raise DecisionError(f"{what} must be a whole number, not {raw!r}") from None
 
 
+def _optional_id(raw: str | None, what: str) -> int | None:
+    """An id from the form; one no id column can hold is refused like any bad id."""
+    value = _optional_int(raw, what)
+    if value is not None and not 0 < value <= MAX_ID:
+        raise DecisionError(f"{what} {value} is not an id of this project.")
+    return value
+
+
 def parse(form) -> Decision:
     choice = (form.get("choice") or "").strip()
     if not choice:
@@ -59,8 +69,8 @@ def parse(form) -> Decision:
     submission = (form.get("submission_id") or "").strip() or None
     if submission is not None and len(submission) > 64:
         raise DecisionError("submission_id is too long.")
-    return Decision(choice, duration, _optional_int(form.get("model_version_id"), "model_version_id"),
-                    _optional_int(form.get("suggested_class_id"), "suggested_class_id"), submission)
+    return Decision(choice, duration, _optional_id(form.get("model_version_id"), "model_version_id"),
+                    _optional_id(form.get("suggested_class_id"), "suggested_class_id"), submission)
 
 
 def _earlier(session: Session, user: User, submission_id: str | None) -> Annotation | None:

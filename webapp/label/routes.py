@@ -12,6 +12,7 @@ from models import Annotation, Kind, Origin, Project, Role, utcnow
 
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
+from ..routing import MAX_ID
 from . import bp
 from .decisions import DecisionError, parse, record, undo
 from .leases import next_for, release, sweep_expired
@@ -212,6 +213,8 @@ def verify_confirm(project_id: int):
         version_id = int(form.get("model_version_id", ""))
     except ValueError:
         return _refusal(DecisionError("Cell and model ids must be whole numbers."))
+    if any(not 0 < i <= MAX_ID for i in [*ids, *wrong, version_id]):
+        return _refusal(DecisionError("A cell or model id is out of range."))
     batch = (form.get("batch") or "").strip()
     if not batch or len(batch) > 40:
         return _refusal(DecisionError("The grid's batch id is missing or too long."))
