@@ -21,7 +21,7 @@ from models import Project, SimulationRun, SimulationStatus, utcnow
 from models.db import session_scope
 from models.simulation import cancel_simulation
 from tests.admin_helpers import finish_round
-from tests.conftest import (
+from tests.helpers import (
     NO_PG,
     PASSWORD,
     LoggedIn,

@@ -6,7 +6,7 @@ import socket
 
 from click.testing import CliRunner
 
-from tests.conftest import base_env
+from tests.helpers import base_env
 from webapp.cli import main
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from models import Annotation, Origin, Project
 from models.db import session_scope
 from models.labels import cell_states
-from tests.conftest import PASSWORD, csrf_token, make_user
+from tests.helpers import PASSWORD, csrf_token, make_user
 from tests.reading_helpers import flat_project, shown, submission
 
 READERS = 50

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from models import RoundStatus, TrainingRound
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import LoggedIn, base_env, make_user
+from tests.helpers import LoggedIn, base_env, make_user
 from tests.reading_helpers import flat_project, read_cells
 
 GENEROUS_S = 10

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import LoggedIn, csrf_token, make_user
+from tests.helpers import LoggedIn, csrf_token, make_user
 
 PUBLIC = "public"  # anyone, logged in or not
 LOGIN = "login"  # any logged-in user, whatever the role

@@ -11,7 +11,7 @@ from models import SimulationRun, TrainingRound, utcnow
 from models.db import session_scope
 from tests.admin_helpers import finish_round
 from tests.browser.conftest import log_in
-from tests.conftest import add_round, make_user
+from tests.helpers import add_round, make_user
 from webapp.bootstrap import create_project
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
