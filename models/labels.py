@@ -7,7 +7,9 @@ number is cached for the labeling queue's speed, the votes a cell still needs:
 models/open_slots.py computes it with the SQL below.)
 
 - A reader's *vote* on a cell is their latest annotation that no undo (a
-  ``retract`` row) has voided.
+  ``retract`` row) has voided.  A ``reject`` row (a suggestion marked wrong in
+  the bulk-verification grid) is no vote: it says what the cell is not, and
+  is kept for the curator and for training (``CellState.rejected``).
 - A cell needs k readers (the project's ``readers_per_cell``; its
   ``contested_readers`` when a reader voted a contested class or the cell is
   in the agreement sample).  Its label is *final* once k votes agree; k
@@ -85,7 +87,7 @@ _CONTESTED = aliased(Annotation, name="contested")
 
 def live_vote(vote=Annotation):
     """SQL condition on an annotations alias: a reader's decision no undo has voided."""
-    return and_(vote.origin == Origin.READER, vote.kind != Kind.RETRACT,
+    return and_(vote.origin == Origin.READER, vote.kind.not_in((Kind.RETRACT, Kind.REJECT)),
                 ~exists().where(_UNDO.retracts_id == vote.id))
 
 
@@ -136,6 +138,8 @@ class CellState:
     votes: dict[int, int | Flag] = field(default_factory=dict)
     vote_rows: dict[int, Annotation] = field(default_factory=dict)
     curator: Annotation | None = None
+    # user id -> class ids whose suggestion that reader rejected (not votes)
+    rejected: dict[int, set[int]] = field(default_factory=dict)
     reference_class_id: int | None = None
     need: int = 1
     status: str = OPEN
@@ -186,6 +190,9 @@ def cell_states(session: Session, project: Project, split: Split | None = None,
         cell = cells[a.image_id]
         if a.kind == Kind.RETRACT or a.id in voided:
             continue  # an undo, and the decision it undid
+        if a.kind == Kind.REJECT:
+            cell.rejected.setdefault(a.user_id, set()).add(a.suggested_class_id)
+            continue
         if a.origin == Origin.READER:
             cell.vote_rows[a.user_id] = a
             cell.votes[a.user_id] = a.label_class_id if a.label_class_id is not None else a.flag

@@ -165,12 +165,28 @@ def test_reader_total_is_recounted_on_page_load_and_never_shown_to_the_next_user
     _label(other, pid, other_html, "platelet")
     assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
 
+    # This project's labels only: another project's votes are not counted here.
+    other_pid = flat_project(settings, tmp_path, "q", 3)
+    other_html = r1.get(f"/label/{other_pid}").text
+    assert 'id="done-count">0<' in other_html
+    other_html = _label(r1, other_pid, other_html, "platelet").text
+    assert 'id="done-count">1<' in other_html
+    assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
+
     r1.post("/auth/logout", htmx=False)
     r2 = LoggedIn(browser, "r2")
     html = r2.get(f"/label/{pid}").text
     assert 'id="done-count">0<' in html and 'id="session-count">0<' in html
     assert not re.search(r"undo \(\d+\)", html)  # r1's decisions are not r2's to undo
     assert r2.post(f"/label/{pid}/undo").status_code == 409
+
+
+def test_cells_per_hour_waits_for_enough_to_measure():
+    from webapp.label.routes import per_hour
+
+    assert per_hour(2, 60) is None  # it read "120/h"
+    assert per_hour(9, 3600) is None and per_hour(50, 100) is None
+    assert per_hour(10, 120) == 300 and per_hour(30, 1800) == 60
 
 
 # --- undo ------------------------------------------------------------------------------------
@@ -189,6 +205,8 @@ def test_backspace_undoes_the_last_decisions(app, settings, tmp_path):
     response = r1.post(f"/label/{pid}/undo")
     assert response.status_code == 200
     assert shown(response.text) == order[-1]  # the undone cell comes back
+    # ...and the page says so (it came back silently).
+    assert f"Undid monocyte on cell {order[-1]}" in response.text
     assert 'id="done-count">11<' in response.text
     html = _label(r1, pid, response.text, "platelet").text  # relabeled
     rows = _reader_rows(settings)
@@ -305,7 +323,7 @@ def test_bulk_verification(app, settings, tmp_path):
     assert response.status_code == 302
     again = r1.post(f"/label/{pid}/verify", data=form, htmx=False)  # a retried request
     assert again.status_code == 302
-    rows = _reader_rows(settings)
+    rows = [r for r in _reader_rows(settings) if r.kind != Kind.REJECT]
     assert sorted(r.image_id for r in rows) == sorted(grid[1:])
     bas = class_id(settings, pid, "basophil")
     assert all(r.kind == Kind.VERIFY and r.label_class_id == bas == r.suggested_class_id
@@ -316,11 +334,97 @@ def test_bulk_verification(app, settings, tmp_path):
 
     # Bad input: a cell outside the grid's class, or not leased; nothing written.
     for bad in [{"image_id": [str(ids[6])]}, {"image_id": [str(ids[7])]},
-                {"image_id": ["x"]}, {"class": "nope"}, {"model_version_id": "999"}]:
+                {"image_id": ["x"]}, {"class": "nope"}, {"model_version_id": "999"},
+                {"wrong": [str(ids[6])], "image_id": [str(ids[6])]}]:
         response = r1.post(f"/label/{pid}/verify", data={**form, "batch": "b2", "wrong": [],
                                                         **bad})
         assert 400 <= response.status_code < 500, bad
-    assert len(_reader_rows(settings)) == 4
+    assert len(_reader_rows(settings)) == 5  # four verifications and one rejection
+
+
+def _grid(reader: LoggedIn, pid: int, ids: list[int], cls: str = "basophil") -> list[int]:
+    html = reader.get(f"/label/{pid}/verify?class={cls}&min=0.5").text
+    return [i for i in ids if f'data-image-id="{i}"' in html]
+
+
+def test_bulk_rejections_are_recorded_and_leave_the_grid(app, settings, tmp_path):
+    """Issue 14, defect 1: cells marked wrong came straight back unticked, recorded nowhere."""
+    pid = flat_project(settings, tmp_path, "p", 10)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids})
+    make_user(settings, "r1", "pathologist")
+    make_user(settings, "r2", "pathologist")
+    r1 = LoggedIn(app.test_client(), "r1")
+    grid = _grid(r1, pid, ids)
+    assert len(grid) == 10
+    wrong, confirmed = grid[:7], grid[7:]
+    response = r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(i) for i in grid], "wrong": [str(i) for i in wrong]})
+    assert response.status_code == 302
+    # Recorded: one rejection of the basophil suggestion per wrong cell.
+    bas = class_id(settings, pid, "basophil")
+    rejections = [r for r in _reader_rows(settings) if r.kind == Kind.REJECT]
+    assert sorted(r.image_id for r in rejections) == sorted(wrong)
+    assert all(r.suggested_class_id == bas and r.label_class_id is None and r.flag is None
+               and r.model_version_id == version for r in rejections)
+    # The reloaded grid does not bring them back (nor the confirmed ones).
+    assert _grid(r1, pid, ids) == []
+    # A rejection is no vote: the cells stay open, and still come to this reader one by one.
+    states = _states(settings, pid)
+    assert all(states[i].status == OPEN and not states[i].votes for i in wrong)
+    assert all(states[i].rejected == {rejections[0].user_id: {bas}} for i in wrong)
+    assert all(states[i].status == FINAL for i in confirmed)
+    seen = set()
+    html = r1.get(f"/label/{pid}").text
+    while shown(html) is not None:
+        seen.add(shown(html))
+        html = _label(r1, pid, html, "monocyte").text
+    assert seen == set(wrong)
+    assert 'id="done-count">10<' in html  # 3 verified + 7 labeled; rejections count nothing
+
+
+def test_bulk_rejection_is_no_vote_with_two_readers(app, settings, tmp_path):
+    pid = flat_project(settings, tmp_path, "p", 4, readers_per_cell=2)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids})
+    make_user(settings, "r1", "pathologist")
+    make_user(settings, "r2", "pathologist")
+    r1, r2 = LoggedIn(app.test_client(), "r1"), LoggedIn(app.test_client(), "r2")
+    grid = _grid(r1, pid, ids)
+    r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(i) for i in grid], "wrong": [str(i) for i in grid]})
+    assert _grid(r1, pid, ids) == []
+    # r2 sees all four and confirms them: one vote each, not final with k = 2.
+    grid2 = _grid(r2, pid, ids)
+    assert sorted(grid2) == sorted(ids)
+    r2.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b2",
+        "image_id": [str(i) for i in grid2]})
+    states = _states(settings, pid)
+    assert all(c.status == OPEN and len(c.votes) == 1 for c in states.values())
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert labeled_images(s, project, Split.POOL) == []
+        from models import Image
+        assert set(s.scalars(select(Image.open_slots).where(Image.project_id == pid))) == {1}
+
+
+def test_bulk_verification_waits_for_measured_precision(app, settings, tmp_path):
+    pid = flat_project(settings, tmp_path, "p", 4)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids},
+                                metrics={"test": {"n": 0, "accuracy": None}})
+    make_user(settings, "r1", "pathologist")
+    r1 = LoggedIn(app.test_client(), "r1")
+    html = r1.get(f"/label/{pid}/verify?class=basophil&min=0.5").text
+    assert 'id="verify-closed"' in html and _grid(r1, pid, ids) == []
+    response = r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(ids[0])]})
+    assert response.status_code == 409 and "precision" in response.text
+    assert _reader_rows(settings) == []
 
 
 # --- 50 readers at once ---------------------------------------------------------------------
