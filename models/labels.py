@@ -25,7 +25,7 @@ models/open_slots.py computes it with the SQL below.)
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import BigInteger, and_, case, cast, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -66,7 +66,7 @@ def in_agreement_sample(project: Project, image_id: int) -> bool:
     return (image_id * SAMPLE_MULTIPLIER) % SAMPLE_BUCKETS < sample_threshold(project)
 
 
-def needed_readers(project: Project, image_id: int, voted_class_ids) -> int:
+def needed_readers(project: Project | ReadingRules, image_id: int, voted_class_ids) -> int:
     k = project.readers_per_cell
     if project.contested_readers and (
             in_agreement_sample(project, image_id)
@@ -150,7 +150,7 @@ class CellState:
         return [v for v in self.votes.values() if isinstance(v, int)]
 
 
-def _settle(project: Project, cell: CellState) -> None:
+def _settle(project: Project | ReadingRules, cell: CellState) -> None:
     cell.need = needed_readers(project, cell.image_id, cell.voted_classes)
     if cell.curator is not None:
         cell.class_id = cell.curator.label_class_id
@@ -233,6 +233,22 @@ def labeled_images(session: Session, project: Project, split: Split) -> list[Lab
         if label is not None:
             out.append(LabeledImage(cell.image_id, cell.storage_path, label))
     return out
+
+
+def unsettled_by(session: Session, project: Project, rules: ReadingRules) -> int:
+    """How many cells that have a training (or test) label now would lose it, or change
+    class, under the proposed reading rules: asked before the rules are saved, so
+    that raising k never silently drops earlier labels from training."""
+    lost = 0
+    for cell in cell_states(session, project).values():
+        before = training_label(project, cell)
+        if before is None:
+            continue
+        proposed = replace(cell, votes=dict(cell.votes))
+        _settle(rules, proposed)
+        if training_label(project, proposed) != before:
+            lost += 1
+    return lost
 
 
 def unlabeled_pool(session: Session, project: Project) -> list[tuple[int, str]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from sqlalchemy import select
 
 from models import Annotation, ModelVersion, Origin, Project, Split
 from models.db import session_scope
-from models.labels import EXCLUDED, FINAL, cell_states, labeled_images
+from models.labels import (EXCLUDED, FINAL, ReadingRules, cell_states, labeled_images,
+                           unsettled_by)
 from tests.conftest import LoggedIn, make_user
 from tests.reading_helpers import (
     fake_active_model, flat_project, pool_ids, read_cells, shown,
@@ -176,3 +179,55 @@ def test_reading_settings_page(app, settings, tmp_path):
         "csrf_token": admin.token, "readers_per_cell": "0", "agreement_share": "2",
         "lease_minutes": "5"})
     assert response.status_code == 400
+
+
+def test_raising_k_asks_before_it_unsettles_final_labels(app, settings, tmp_path):
+    """Issue 14, defect 4: k 1 -> 2 silently dropped earlier labels from training."""
+    pid = flat_project(settings, tmp_path, "p", 6)
+    make_user(settings, "ann", "pathologist")
+    make_user(settings, "boss", "admin")
+    _read(app, pid, "ann", ["monocyte", "monocyte", "platelet", "unusable"])
+    with session_scope(settings.database_url) as s:
+        assert len(labeled_images(s, s.get(Project, pid), Split.POOL)) == 3
+    admin = LoggedIn(app.test_client(), "boss")
+    form = {"csrf_token": admin.token, "readers_per_cell": "2", "contested_readers": "",
+            "agreement_share": "0", "lease_minutes": "10", "suggestion_min_accuracy": "0.5"}
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False, data=form)
+    # Nothing saved; the page says how many labels the change would un-settle and asks.
+    assert response.status_code == 409
+    assert 'id="unsettled-count">3<' in response.text  # the excluded cell had no label
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert project.readers_per_cell == 1
+        assert len(labeled_images(s, project, Split.POOL)) == 3
+    # A confirmation of another number (the count moved on) asks again.
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False,
+                          data={**form, "confirm_unsettle": "2"})
+    assert response.status_code == 409
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False,
+                          data={**form, "confirm_unsettle": "3"})
+    assert response.status_code == 302
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert (project.readers_per_cell, project.suggestion_min_accuracy) == (2, 0.5)
+        assert labeled_images(s, project, Split.POOL) == []
+    # Lowering k again un-settles nothing: saved without a question.
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False,
+                          data={**form, "readers_per_cell": "1"})
+    assert response.status_code == 302
+
+
+def test_unsettled_by_counts_with_the_labels_rules(settings, tmp_path, app):
+    pid = flat_project(settings, tmp_path, "p", 4)
+    make_user(settings, "ann", "pathologist")
+    make_user(settings, "bob", "pathologist")
+    _read(app, pid, "ann", ["monocyte", "monocyte"])
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        rules = ReadingRules.of(project)
+        assert unsettled_by(s, project, rules) == 0
+        assert unsettled_by(s, project, replace(rules, readers_per_cell=2)) == 2
+        # Every cell in the agreement sample with a higher k: both lose their label.
+        assert unsettled_by(s, project, replace(rules, contested_readers=3,
+                                                agreement_share=1.0)) == 2
+        assert project.readers_per_cell == 1  # nothing saved

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from wtforms import SelectChoice
 
 from models import ModelVersion, Project, Role, TrainingRound
+from models.labels import ReadingRules, unsettled_by
 from worker.celery_app import SCORE_VERSION
 from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
 from worker.publish import activate
@@ -139,15 +140,29 @@ def reading_settings(project_id: int):
     form.contested_classes.choices = [SelectChoice(c.id, c.name) for c in project.classes]
     if request.method == "GET":
         form.contested_classes.data = list(project.contested_class_ids or [])
+    unsettled = None
     if request.method == "POST" and form.validate_on_submit():
+        proposed = ReadingRules(form.readers_per_cell.data, form.contested_readers.data,
+                                tuple(form.contested_classes.data or ()), form.agreement_share.data)
+        if proposed != ReadingRules.of(project):
+            # Counted with the labels module's own rules, before anything is saved;
+            # the admin confirms this very number (it may grow while they read).
+            unsettled = unsettled_by(get_db(), project, proposed)
+            if unsettled and request.form.get("confirm_unsettle") != str(unsettled):
+                return render_template("admin/reading.html", project=project, form=form,
+                                       unsettled=unsettled), 409
         project.readers_per_cell = form.readers_per_cell.data
         project.contested_readers = form.contested_readers.data
         project.contested_class_ids = list(form.contested_classes.data or [])
         project.agreement_share = form.agreement_share.data
         project.blind_reading = form.blind_reading.data
         project.lease_minutes = form.lease_minutes.data
+        if form.suggestion_min_accuracy.data is not None:
+            project.suggestion_min_accuracy = form.suggestion_min_accuracy.data
         get_db().commit()
-        flash("Reading settings saved.", "info")
+        flash("Reading settings saved." + (
+            f" {unsettled} label(s) went back to the readers." if unsettled else ""), "info")
         return redirect(url_for("admin.index"))
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/reading.html", project=project, form=form), status
+    return render_template("admin/reading.html", project=project, form=form,
+                           unsettled=unsettled), status
