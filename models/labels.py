@@ -115,7 +115,9 @@ def awaits_readers(project: Project):
     cell still needing a vote (models/open_slots.py keeps the count on the row)."""
     return (
         Image.split == Split.POOL,
-        ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR),
+        ~exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR,
+                        _CURATED.kind != Kind.RETRACT,
+                        ~exists().where(_UNDO.retracts_id == _CURATED.id)),
         ~exists().where(_FLAGGED.image_id == Image.id, live_vote(_FLAGGED),
                         _FLAGGED.flag == Flag.AMBIGUOUS),
         vote_count() < needed_readers_sql(project),

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from models import Annotation, Kind, Lease, Origin, Project, Split, utcnow
+from models import Annotation, Image, Kind, Lease, Origin, Project, Split, utcnow
 from models.db import session_scope
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN, cell_states, labeled_images, \
     unlabeled_pool
@@ -407,7 +407,6 @@ def test_bulk_rejection_is_no_vote_with_two_readers(app, settings, tmp_path):
     with session_scope(settings.database_url) as s:
         project = s.get(Project, pid)
         assert labeled_images(s, project, Split.POOL) == []
-        from models import Image
         assert set(s.scalars(select(Image.open_slots).where(Image.project_id == pid))) == {1}
 
 

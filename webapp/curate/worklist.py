@@ -33,8 +33,10 @@ class Item:
     prediction: Prediction | None
 
 
-def curation_items(session: Session, project: Project) -> list[Item]:
-    states = cell_states(session, project, Split.POOL)
+def curation_items(session: Session, project: Project,
+                   states: dict[int, CellState] | None = None) -> list[Item]:
+    if states is None:
+        states = cell_states(session, project, Split.POOL)
     version = active_version(session, project.id)
     predictions = {}
     if version is not None:
@@ -42,6 +44,8 @@ def curation_items(session: Session, project: Project) -> list[Item]:
             select(Prediction).where(Prediction.model_version_id == version.id))}
     items = []
     for cell in sorted(states.values(), key=lambda c: c.image_id):
+        if cell.split != Split.POOL:
+            continue
         p = predictions.get(cell.image_id)
         if cell.status in (DISPUTED, FLAGGED):
             items.append(Item(cell, REASONS[cell.status], p))
