@@ -79,6 +79,10 @@ def fake_active_model(settings, project_id: int, predicted: dict[int, tuple[str,
     """
     with session_scope(settings.database_url) as s:
         project = s.get(Project, project_id)
+        for old in s.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id,
+                                                        ModelVersion.is_active)):
+            old.is_active = False  # one active model per project
+        s.flush()
         rnd = TrainingRound(project_id=project_id, status="succeeded", trigger="cli", progress=1.0)
         s.add(rnd)
         s.flush()

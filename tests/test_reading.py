@@ -281,6 +281,33 @@ def test_contested_classes_and_agreement_share_raise_k(app, settings, tmp_path):
     assert _states(settings, pid2)[ids[0]].need == 2
 
 
+def test_weak_or_uncalibrated_model_suggestions_are_tentative(app, settings, tmp_path):
+    """Issue 14: "ig 88%" from a model with 17% test accuracy looked trustworthy."""
+    from tests.reading_helpers import measured_metrics
+
+    pid = flat_project(settings, tmp_path, "p", 3)
+    ids = pool_ids(settings, pid)
+    make_user(settings, "r1", "pathologist")
+    with session_scope(settings.database_url) as s:
+        names = [c.name for c in s.get(Project, pid).classes]
+    cases = [(measured_metrics(names, accuracy=0.2), True, "model right on 20% of 80 test cells"),
+             (measured_metrics(names, accuracy=0.9), False, "model right on 90% of 80 test cells"),
+             (measured_metrics(names, accuracy=0.9, calibrated=False), True, "90%"),
+             ({}, True, "model accuracy not measured yet")]
+    for metrics, tentative, accuracy_text in cases:
+        fake_active_model(settings, pid, {i: ("ig", 0.88) for i in ids}, metrics=metrics)
+        html = LoggedIn(app.test_client(), "r1").get(f"/label/{pid}").text
+        assert accuracy_text in html
+        assert ('class="tentative-tag"' in html) is tentative, metrics
+    # The threshold is the project's.
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).suggestion_min_accuracy = 0.1
+    fake_active_model(settings, pid, {i: ("ig", 0.88) for i in ids},
+                      metrics=measured_metrics(names, accuracy=0.2))
+    html = LoggedIn(app.test_client(), "r1").get(f"/label/{pid}").text
+    assert 'class="tentative-tag"' not in html and 'id="model-accuracy"' in html
+
+
 def test_blind_reading_hides_suggestions(app, settings, tmp_path):
     pid = flat_project(settings, tmp_path, "p", 3, blind_reading=True)
     fake_active_model(settings, pid, {i: ("monocyte", 0.95) for i in pool_ids(settings, pid)})
