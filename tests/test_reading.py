@@ -411,6 +411,38 @@ def test_bulk_rejections_are_recorded_and_leave_the_grid(app, settings, tmp_path
     assert 'id="done-count">10<' in html  # 3 verified + 7 labeled; rejections count nothing
 
 
+def test_a_rejected_label_that_became_final_goes_to_the_curator(app, settings, tmp_path):
+    """k = 1: r1 rejects basophil for a cell in the grid, r2 confirms it. The cell is final
+    as basophil, but a reader said it is not: the curator's worklist lists it."""
+    pid = flat_project(settings, tmp_path, "p", 2)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids})
+    make_user(settings, "r1", "pathologist")
+    make_user(settings, "r2", "pathologist")
+    make_user(settings, "cara", "curator")
+    r1 = LoggedIn(app.test_client(), "r1")  # (r2 logs in later: login leases a cell)
+    grid = _grid(r1, pid, ids)
+    assert sorted(grid) == ids
+    response = r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(i) for i in grid], "wrong": [str(grid[0])]})
+    assert response.status_code == 302, response.text
+    r2 = LoggedIn(app.test_client(), "r2")
+    grid2 = _grid(r2, pid, ids)
+    assert grid2 == [grid[0]]  # the rejection was r1's alone
+    r2.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b2",
+        "image_id": [str(grid[0])]})
+    assert _states(settings, pid)[grid[0]].status == FINAL
+    curator = LoggedIn(app.test_client(), "cara")
+    index = curator.get("/curate/").text
+    assert f'data-image-id="{grid[0]}"' in index and "a reader rejected this label" in index
+    assert "r1: not basophil" in index
+    assert f'data-image-id="{grid[1]}"' not in index  # confirmed by r1, rejected by nobody
+    history = curator.get(f"/curate/cells/{grid[0]}/history").text
+    assert "marked the suggestion basophil wrong in bulk verification" in history
+
+
 def test_bulk_rejection_is_no_vote_with_two_readers(app, settings, tmp_path):
     pid = flat_project(settings, tmp_path, "p", 4, readers_per_cell=2)
     ids = pool_ids(settings, pid)

@@ -84,6 +84,7 @@ def test_reading_day(live_server, page, browser, settings, tmp_path):
     page.keyboard.press("Backspace")
     _wait_for_cell(page, is_id=labeled[-1])
     assert page.inner_text("#done-count") == "9"
+    assert page.inner_text("#undone").startswith(f"Undid eosinophil on cell {labeled[-1]}")
     page.keyboard.press("3")
     _wait_for_cell(page, is_id=current)
 

@@ -3,7 +3,9 @@
 - disputed: k readers voted without k agreeing;
 - flagged: a reader marked the cell ambiguous;
 - model disagrees: a final label the active model contradicts with high
-  confidence (a possible label error).
+  confidence (a possible label error);
+- rejected: a final label (no curator yet) whose class a reader marked wrong in
+  the bulk-verification grid: a disagreement the votes alone do not show.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ..label.queue import active_version
 CONTRADICTION_CONFIDENCE = 0.9
 
 REASONS = {DISPUTED: "readers disagree", FLAGGED: "flagged ambiguous",
-           "contradicted": "confident model disagrees"}
+           "contradicted": "confident model disagrees",
+           "rejected": "a reader rejected this label"}
 
 
 @dataclass(frozen=True)
@@ -52,4 +55,7 @@ def curation_items(session: Session, project: Project,
         elif (cell.status == FINAL and cell.curator is None and p is not None
               and p.confidence >= CONTRADICTION_CONFIDENCE and p.predicted_class_id != cell.class_id):
             items.append(Item(cell, REASONS["contradicted"], p))
+        elif (cell.status == FINAL and cell.curator is None
+              and any(cell.class_id in classes for classes in cell.rejected.values())):
+            items.append(Item(cell, REASONS["rejected"], p))
     return items
