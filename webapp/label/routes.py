@@ -63,7 +63,7 @@ def _done(project_id: int, recount: bool = False) -> int:
     browser never shows the last reader's count, nor another project's.
     """
     kept = session.get("done")
-    if recount or not kept or kept[:2] != [current_user.id, project_id]:
+    if recount or not kept or len(kept) != 3 or kept[:2] != [current_user.id, project_id]:
         n = get_db().scalar(select(func.count(Annotation.id))
                             .join(Image, Image.id == Annotation.image_id)
                             .where(Annotation.user_id == current_user.id,
@@ -73,8 +73,9 @@ def _done(project_id: int, recount: bool = False) -> int:
 
 
 def _add_done(n: int) -> None:
-    if "done" in session:
-        session["done"][2] = max(session["done"][2] + n, 0)
+    kept = session.get("done")
+    if kept and len(kept) == 3:  # (a cookie from before the per-project count is recounted)
+        kept[2] = max(kept[2] + n, 0)
     session.modified = True
 
 
