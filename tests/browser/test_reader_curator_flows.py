@@ -8,11 +8,12 @@ import re
 import pytest
 from sqlalchemy import select
 
-from models import Annotation, Kind, Origin
+from models import Annotation, Kind, Origin, Project
 from models.db import session_scope
 from tests.browser.conftest import ARTIFACTS, log_in
 from tests.conftest import make_user
-from tests.reading_helpers import fake_active_model, flat_project, pool_ids, read_cells
+from tests.reading_helpers import (fake_active_model, flat_project, measured_metrics, pool_ids,
+                                   read_cells)
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -84,7 +85,12 @@ def test_bulk_rejection_leaves_the_grid(live_server, page, settings, tmp_path):
 
 
 def test_cell_is_fitted_to_the_panel_and_zooms_to_native(live_server, page, settings, tmp_path):
-    flat_project(settings, tmp_path, "fit", 3)
+    pid = flat_project(settings, tmp_path, "fit", 3)
+    with session_scope(settings.database_url) as s:
+        names = [c.name for c in s.get(Project, pid).classes]
+    # A weak model (20% right on the test split): its suggestion shows as tentative.
+    fake_active_model(settings, pid, {i: ("ig", 0.88) for i in pool_ids(settings, pid)},
+                      metrics=measured_metrics(names, accuracy=0.2))
     make_user(settings, "reader", "pathologist")
     log_in(page, live_server, "reader")
     page.wait_for_selector("#cell[data-ready]")
@@ -98,6 +104,8 @@ def test_cell_is_fitted_to_the_panel_and_zooms_to_native(live_server, page, sett
     assert level.startswith("fit (")
     fit_percent = int(re.search(r"(\d+)%", level).group(1))
     assert fit_percent > 130
+    assert page.is_visible(".suggestion.tentative .tentative-tag")
+    assert "model right on 20% of 80 test cells" in page.inner_text("#model-accuracy")
     _shot(page, "3-fit-to-panel")
     # Zoom out reaches native pixels (and less); zoom in goes beyond.
     for _ in range(4):
