@@ -192,6 +192,14 @@ def test_raising_k_asks_before_it_unsettles_final_labels(app, settings, tmp_path
     admin = LoggedIn(app.test_client(), "boss")
     form = {"csrf_token": admin.token, "readers_per_cell": "2", "contested_readers": "",
             "agreement_share": "0", "lease_minutes": "10", "suggestion_min_accuracy": "0.5"}
+    # While the admin edits the form, the page previews the count.
+    preview = admin.post(f"/admin/projects/{pid}/reading/preview", data=form)
+    assert preview.status_code == 200
+    assert 'id="unsettle-preview-count">With these rules, <strong>3</strong>' in preview.text
+    assert "no final label" in admin.post(f"/admin/projects/{pid}/reading/preview",
+                                          data={**form, "readers_per_cell": "1"}).text
+    assert admin.post(f"/admin/projects/{pid}/reading/preview",
+                      data={**form, "readers_per_cell": "0"}).text.strip() == ""
     response = admin.post(f"/admin/projects/{pid}/reading", htmx=False, data=form)
     # Nothing saved; the page says how many labels the change would un-settle and asks.
     assert response.status_code == 409

@@ -170,3 +170,29 @@ def test_curator_resolves_by_keyboard_and_undoes(live_server, page, settings, tm
     page.wait_for_selector("#resolved")
     assert "as excluded" in page.inner_text("#resolved")
     assert page.js_errors == []
+
+
+def test_raising_k_previews_and_asks_before_unsettling(live_server, page, settings, tmp_path,
+                                                       app):
+    pid = flat_project(settings, tmp_path, "rules", 4)
+    make_user(settings, "ann", "pathologist")
+    make_user(settings, "boss", "admin")
+    read_cells(app, pid, "ann", ["monocyte", "platelet"])
+    log_in(page, live_server, "boss")
+    page.wait_for_selector("form.logout")  # signed in
+    page.goto(f"{live_server}/admin/projects/{pid}/reading")
+    page.fill("input[name=readers_per_cell]", "2")
+    page.locator("input[name=readers_per_cell]").blur()  # a change event: the preview
+    page.wait_for_selector("#unsettle-preview-count")
+    assert "2" in page.inner_text("#unsettle-preview-count")
+    page.click("button.primary >> text=Save")
+    page.wait_for_selector("#unsettle-warning")
+    _shot(page, "6-unsettle-warning")
+    with session_scope(settings.database_url) as s:
+        assert s.get(Project, pid).readers_per_cell == 1  # nothing saved yet
+    with page.expect_navigation():
+        page.click("button[name=confirm_unsettle]")
+    with session_scope(settings.database_url) as s:
+        assert s.get(Project, pid).readers_per_cell == 2
+    assert "2 label(s) went back to the readers" in page.inner_text("#messages")
+    assert page.js_errors == []

@@ -132,25 +132,46 @@ def project_settings(project_id: int):
     return render_template("admin/settings.html", project=project, form=form), status
 
 
-@bp.route("/projects/<int:project_id>/reading", methods=["GET", "POST"])
-@role_required(Role.ADMIN)
-def reading_settings(project_id: int):
-    project = _project(project_id)
+def _reading_form(project: Project) -> ReadingSettingsForm:
     form = ReadingSettingsForm(obj=project)
     form.contested_classes.choices = [SelectChoice(c.id, c.name) for c in project.classes]
     if request.method == "GET":
         form.contested_classes.data = list(project.contested_class_ids or [])
+    return form
+
+
+def _unsettled(project: Project, form: ReadingSettingsForm) -> int:
+    """Final labels the form's rules would un-settle, counted with the labels module's
+    own rules and nothing saved (0 when the rules do not change)."""
+    proposed = ReadingRules(form.readers_per_cell.data, form.contested_readers.data,
+                            tuple(form.contested_classes.data or ()), form.agreement_share.data)
+    if proposed == ReadingRules.of(project):
+        return 0
+    return unsettled_by(get_db(), project, proposed)
+
+
+@bp.post("/projects/<int:project_id>/reading/preview")
+@role_required(Role.ADMIN)
+def reading_preview(project_id: int):
+    """What the rules in the form would do, shown as the admin edits them (htmx)."""
+    project = _project(project_id)
+    form = _reading_form(project)
+    unsettled = _unsettled(project, form) if form.validate_on_submit() else None
+    return render_template("admin/_unsettle_preview.html", unsettled=unsettled)
+
+
+@bp.route("/projects/<int:project_id>/reading", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def reading_settings(project_id: int):
+    project = _project(project_id)
+    form = _reading_form(project)
     unsettled = None
     if request.method == "POST" and form.validate_on_submit():
-        proposed = ReadingRules(form.readers_per_cell.data, form.contested_readers.data,
-                                tuple(form.contested_classes.data or ()), form.agreement_share.data)
-        if proposed != ReadingRules.of(project):
-            # Counted with the labels module's own rules, before anything is saved;
-            # the admin confirms this very number (it may grow while they read).
-            unsettled = unsettled_by(get_db(), project, proposed)
-            if unsettled and request.form.get("confirm_unsettle") != str(unsettled):
-                return render_template("admin/reading.html", project=project, form=form,
-                                       unsettled=unsettled), 409
+        # The admin confirms this very number (it may grow while they read).
+        unsettled = _unsettled(project, form)
+        if unsettled and request.form.get("confirm_unsettle") != str(unsettled):
+            return render_template("admin/reading.html", project=project, form=form,
+                                   unsettled=unsettled), 409
         project.readers_per_cell = form.readers_per_cell.data
         project.contested_readers = form.contested_readers.data
         project.contested_class_ids = list(form.contested_classes.data or [])
