@@ -32,18 +32,25 @@ class Kind(enum.StrEnum):
     LABEL = "label"  # a class or flag chosen for one cell
     VERIFY = "verify"  # a model suggestion confirmed in the bulk-verification grid
     RETRACT = "retract"  # an undo: voids the row named by retracts_id
+    # A suggestion marked wrong in the bulk-verification grid: names the rejected
+    # class in suggested_class_id and no class of its own.  Not a vote.
+    REJECT = "reject"
+
+
+DECISION_SHAPE = (
+    "(kind = 'retract' AND label_class_id IS NULL AND flag IS NULL AND retracts_id IS NOT NULL) "
+    "OR (kind = 'reject' AND label_class_id IS NULL AND flag IS NULL AND retracts_id IS NULL "
+    "AND suggested_class_id IS NOT NULL AND model_version_id IS NOT NULL) "
+    "OR (kind NOT IN ('retract', 'reject') AND retracts_id IS NULL "
+    "AND (label_class_id IS NULL) <> (flag IS NULL))")
 
 
 class Annotation(Base):
     __tablename__ = "annotations"
     __table_args__ = (
         # A decision names a class or a flag, never both; an undo names neither
-        # and points at the row it voids.
-        CheckConstraint(
-            "(kind = 'retract' AND label_class_id IS NULL AND flag IS NULL "
-            "AND retracts_id IS NOT NULL) OR (kind <> 'retract' AND retracts_id IS NULL "
-            "AND (label_class_id IS NULL) <> (flag IS NULL))", name="decision_shape"
-        ),
+        # and points at the row it voids; a rejection names the suggestion it rejects.
+        CheckConstraint(DECISION_SHAPE, name="decision_shape"),
         CheckConstraint("duration_ms IS NULL OR duration_ms >= 0", name="duration_positive"),
         # A retried or double-submitted request carries the same submission id.
         UniqueConstraint("user_id", "submission_id"),

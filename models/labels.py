@@ -7,7 +7,9 @@ number is cached for the labeling queue's speed, the votes a cell still needs:
 models/open_slots.py computes it with the SQL below.)
 
 - A reader's *vote* on a cell is their latest annotation that no undo (a
-  ``retract`` row) has voided.
+  ``retract`` row) has voided.  A ``reject`` row (a suggestion marked wrong in
+  the bulk-verification grid) is no vote: it says what the cell is not, and
+  is kept for the curator and for training (``CellState.rejected``).
 - A cell needs k readers (the project's ``readers_per_cell``; its
   ``contested_readers`` when a reader voted a contested class or the cell is
   in the agreement sample).  Its label is *final* once k votes agree; k
@@ -23,7 +25,7 @@ models/open_slots.py computes it with the SQL below.)
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import (
     BigInteger, and_, case, cast, exists, func, literal, literal_column, or_, select,
@@ -66,7 +68,7 @@ def in_agreement_sample(project: Project, image_id: int) -> bool:
     return (image_id * SAMPLE_MULTIPLIER) % SAMPLE_BUCKETS < sample_threshold(project)
 
 
-def needed_readers(project: Project, image_id: int, voted_class_ids) -> int:
+def needed_readers(project: Project | ReadingRules, image_id: int, voted_class_ids) -> int:
     k = project.readers_per_cell
     if project.contested_readers and (
             in_agreement_sample(project, image_id)
@@ -87,7 +89,7 @@ _CONTESTED = aliased(Annotation, name="contested")
 
 def live_vote(vote=Annotation):
     """SQL condition on an annotations alias: a reader's decision no undo has voided."""
-    return and_(vote.origin == Origin.READER, vote.kind != Kind.RETRACT,
+    return and_(vote.origin == Origin.READER, vote.kind.not_in((Kind.RETRACT, Kind.REJECT)),
                 ~exists().where(_UNDO.retracts_id == vote.id))
 
 
@@ -111,8 +113,11 @@ def needed_readers_sql(project: Project):
 
 
 def curated():
-    """SQL condition: a curator has resolved the current ``Image`` row."""
-    return exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR)
+    """SQL condition: a curator's resolution of the current ``Image`` row stands (an
+    undone resolution, a curator's ``retract`` and what it voids, does not count)."""
+    return exists().where(_CURATED.image_id == Image.id, _CURATED.origin == Origin.CURATOR,
+                          _CURATED.kind != Kind.RETRACT,
+                          ~exists().where(_UNDO.retracts_id == _CURATED.id))
 
 
 def flagged():
@@ -184,6 +189,8 @@ class CellState:
     votes: dict[int, int | Flag] = field(default_factory=dict)
     vote_rows: dict[int, Annotation] = field(default_factory=dict)
     curator: Annotation | None = None
+    # user id -> class ids whose suggestion that reader rejected (not votes)
+    rejected: dict[int, set[int]] = field(default_factory=dict)
     reference_class_id: int | None = None
     need: int = 1
     status: str = OPEN
@@ -194,7 +201,7 @@ class CellState:
         return [v for v in self.votes.values() if isinstance(v, int)]
 
 
-def _settle(project: Project, cell: CellState) -> None:
+def _settle(project: Project | ReadingRules, cell: CellState) -> None:
     cell.need = needed_readers(project, cell.image_id, cell.voted_classes)
     if cell.curator is not None:
         cell.class_id = cell.curator.label_class_id
@@ -234,6 +241,9 @@ def cell_states(session: Session, project: Project, split: Split | None = None,
         cell = cells[a.image_id]
         if a.kind == Kind.RETRACT or a.id in voided:
             continue  # an undo, and the decision it undid
+        if a.kind == Kind.REJECT:
+            cell.rejected.setdefault(a.user_id, set()).add(a.suggested_class_id)
+            continue
         if a.origin == Origin.READER:
             cell.vote_rows[a.user_id] = a
             cell.votes[a.user_id] = a.label_class_id if a.label_class_id is not None else a.flag
@@ -274,6 +284,22 @@ def labeled_images(session: Session, project: Project, split: Split) -> list[Lab
         if label is not None:
             out.append(LabeledImage(cell.image_id, cell.storage_path, label))
     return out
+
+
+def unsettled_by(session: Session, project: Project, rules: ReadingRules) -> int:
+    """How many cells that have a training (or test) label now would lose it, or change
+    class, under the proposed reading rules: asked before the rules are saved, so
+    that raising k never silently drops earlier labels from training."""
+    lost = 0
+    for cell in cell_states(session, project).values():
+        before = training_label(project, cell)
+        if before is None:
+            continue
+        proposed = replace(cell, votes=dict(cell.votes))
+        _settle(rules, proposed)
+        if training_label(project, proposed) != before:
+            lost += 1
+    return lost
 
 
 def unlabeled_pool(session: Session, project: Project) -> list[tuple[int, str]]:

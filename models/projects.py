@@ -31,6 +31,8 @@ class Project(Base):
         CheckConstraint("agreement_share >= 0 AND agreement_share <= 1",
                         name="agreement_share_range"),
         CheckConstraint("lease_minutes >= 1", name="lease_minutes_positive"),
+        CheckConstraint("suggestion_min_accuracy >= 0 AND suggestion_min_accuracy <= 1",
+                        name="suggestion_min_accuracy_range"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -61,6 +63,10 @@ class Project(Base):
     contested_readers: Mapped[int | None]
     contested_class_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     agreement_share: Mapped[float] = mapped_column(default=0.0)
+    # A model whose measured test accuracy is below this (or that has no
+    # calibration data yet) shows its suggestions as tentative, so a weak
+    # model's "88%" does not look trustworthy.
+    suggestion_min_accuracy: Mapped[float] = mapped_column(default=0.7)
     # Readers do not see the model's suggestion (no anchoring).
     blind_reading: Mapped[bool] = mapped_column(default=False)
     # How long a cell shown to a reader stays theirs (a closed tab frees it).

@@ -60,20 +60,53 @@ def pool_ids(settings, project_id: int) -> list[int]:
             Image.project_id == project_id, Image.split == Split.POOL).order_by(Image.id)))
 
 
-def fake_active_model(settings, project_id: int, predicted: dict[int, tuple[str, float]]) -> int:
+def measured_metrics(class_names: list[str], accuracy: float = 0.9, n_per_class: int = 10,
+                     calibrated: bool = True) -> dict:
+    """Metrics in the worker's shape (worker/ml/evaluate.py): a confusion matrix on
+    ``n_per_class`` test cells per class with the given accuracy, precision measured
+    for every class, and a calibration record unless ``calibrated`` is False."""
+    k = len(class_names)
+    right = round(n_per_class * accuracy)
+    matrix = [[right if i == j else 0 for j in range(k)] for i in range(k)]
+    for i in range(k):  # the misses go to the next class
+        matrix[i][(i + 1) % k] += n_per_class - right
+    per_class = {}
+    for c, name in enumerate(class_names):
+        predicted = sum(row[c] for row in matrix)
+        per_class[name] = {"precision": matrix[c][c] / predicted if predicted else 0.0,
+                           "recall": matrix[c][c] / n_per_class, "f1": 0.0,
+                           "support": n_per_class}
+    n = k * n_per_class
+    metrics = {"test": {"n": n, "accuracy": sum(matrix[i][i] for i in range(k)) / n,
+                        "per_class": per_class, "confusion_matrix": matrix,
+                        "class_names": list(class_names)}}
+    if calibrated:
+        metrics["validation"] = {"n": n, "temperature": 1.2}
+    return metrics
+
+
+def fake_active_model(settings, project_id: int, predicted: dict[int, tuple[str, float]],
+                      metrics: dict | None = None) -> int:
     """An active model version whose predictions are given: image id -> (class, confidence).
 
     Stands in for a trained round (tests of the worker train real ones); the
-    webapp only reads these rows.
+    webapp only reads these rows.  ``metrics`` default to a measured, calibrated
+    model (``measured_metrics``).
     """
     with session_scope(settings.database_url) as s:
         project = s.get(Project, project_id)
+        for old in s.scalars(select(ModelVersion).where(ModelVersion.project_id == project_id,
+                                                        ModelVersion.is_active)):
+            old.is_active = False  # one active model per project
+        s.flush()
         rnd = TrainingRound(project_id=project_id, status="succeeded", trigger="cli", progress=1.0)
         s.add(rnd)
         s.flush()
         version = ModelVersion(project_id=project_id, round_id=rnd.id, artifact_path="none.keras",
                                class_ids=[c.id for c in project.classes], input_size=75,
-                               backbone_weights="none", is_active=True)
+                               backbone_weights="none", is_active=True,
+                               metrics=measured_metrics([c.name for c in project.classes])
+                               if metrics is None else metrics)
         s.add(version)
         s.flush()
         for image_id, (name, confidence) in predicted.items():

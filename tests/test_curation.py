@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from sqlalchemy import select
 
-from models import Annotation, ModelVersion, Origin, Project, Split
+from models import Annotation, Image, ModelVersion, Origin, Project, Split
 from models.db import session_scope
-from models.labels import EXCLUDED, FINAL, cell_states, labeled_images
+from models.labels import (EXCLUDED, FINAL, ReadingRules, cell_states, labeled_images,
+                           unsettled_by)
 from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
     fake_active_model, flat_project, pool_ids, read_cells, shown,
@@ -176,3 +179,152 @@ def test_reading_settings_page(app, settings, tmp_path):
         "csrf_token": admin.token, "readers_per_cell": "0", "agreement_share": "2",
         "lease_minutes": "5"})
     assert response.status_code == 400
+
+
+def test_raising_k_asks_before_it_unsettles_final_labels(app, settings, tmp_path):
+    """Issue 14, defect 4: k 1 -> 2 silently dropped earlier labels from training."""
+    pid = flat_project(settings, tmp_path, "p", 6)
+    make_user(settings, "ann", "pathologist")
+    make_user(settings, "boss", "admin")
+    _read(app, pid, "ann", ["monocyte", "monocyte", "platelet", "unusable"])
+    with session_scope(settings.database_url) as s:
+        assert len(labeled_images(s, s.get(Project, pid), Split.POOL)) == 3
+    admin = LoggedIn(app.test_client(), "boss")
+    form = {"csrf_token": admin.token, "readers_per_cell": "2", "contested_readers": "",
+            "agreement_share": "0", "lease_minutes": "10", "suggestion_min_accuracy": "0.5"}
+    # While the admin edits the form, the page previews the count.
+    preview = admin.post(f"/admin/projects/{pid}/reading/preview", data=form)
+    assert preview.status_code == 200
+    assert 'id="unsettle-preview-count">With these rules, <strong>3</strong>' in preview.text
+    assert "no final label" in admin.post(f"/admin/projects/{pid}/reading/preview",
+                                          data={**form, "readers_per_cell": "1"}).text
+    assert admin.post(f"/admin/projects/{pid}/reading/preview",
+                      data={**form, "readers_per_cell": "0"}).text.strip() == ""
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False, data=form)
+    # Nothing saved; the page says how many labels the change would un-settle and asks.
+    assert response.status_code == 409
+    assert 'id="unsettled-count">3<' in response.text  # the excluded cell had no label
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert project.readers_per_cell == 1
+        assert len(labeled_images(s, project, Split.POOL)) == 3
+    # A confirmation of another number (the count moved on) asks again.
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False,
+                          data={**form, "confirm_unsettle": "2"})
+    assert response.status_code == 409
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False,
+                          data={**form, "confirm_unsettle": "3"})
+    assert response.status_code == 302
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert (project.readers_per_cell, project.suggestion_min_accuracy) == (2, 0.5)
+        assert labeled_images(s, project, Split.POOL) == []
+    # Lowering k again un-settles nothing: saved without a question.
+    response = admin.post(f"/admin/projects/{pid}/reading", htmx=False,
+                          data={**form, "readers_per_cell": "1"})
+    assert response.status_code == 302
+
+
+def test_unsettled_by_counts_with_the_labels_rules(settings, tmp_path, app):
+    pid = flat_project(settings, tmp_path, "p", 4)
+    make_user(settings, "ann", "pathologist")
+    make_user(settings, "bob", "pathologist")
+    _read(app, pid, "ann", ["monocyte", "monocyte"])
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        rules = ReadingRules.of(project)
+        assert unsettled_by(s, project, rules) == 0
+        assert unsettled_by(s, project, replace(rules, readers_per_cell=2)) == 2
+        # Every cell in the agreement sample with a higher k: both lose their label.
+        assert unsettled_by(s, project, replace(rules, contested_readers=3,
+                                                agreement_share=1.0)) == 2
+        assert project.readers_per_cell == 1  # nothing saved
+
+
+def test_worklist_shows_votes_and_each_resolution_can_be_undone(app, settings, tmp_path):
+    """Issue 14, curators: votes in the list; a resolution is confirmed, with an undo."""
+    pid, (agreed, disputed, flagged, doubted), _ = _setup(app, settings, tmp_path)
+    curator = LoggedIn(app.test_client(), "cara")
+    index = curator.get("/curate/").text
+    card = index[index.index(f'data-image-id="{disputed}"'):]
+    card = card[:card.index("</a>")]
+    assert "<strong>ann</strong>: platelet" in card and "<strong>bob</strong>: basophil" in card
+    assert "model: lymphocyte 60%" in card
+
+    # The cell page walks the worklist (in id order) with n/p.
+    first, middle, last = sorted([disputed, flagged, doubted])
+    page = curator.get(f"/curate/cells/{middle}").text
+    assert f'href="/curate/cells/{first}" data-hotkey="p"' in page
+    assert f'href="/curate/cells/{last}" data-hotkey="n"' in page
+    assert "2 of 3 in the worklist" in page
+    assert 'data-hotkey="e"' in page and 'data-hotkey="1"' in page and 'class="zoom"' in page
+
+    response = curator.post(f"/curate/cells/{disputed}/resolve", htmx=False,
+                            data={"choice": "basophil", "submission_id": "c1"})
+    assert response.status_code == 302 and "resolved=" in response.location
+    page = curator.get(response.location).text
+    assert f"Resolved cell {disputed} as <strong>basophil</strong>" in page
+    annotation_id = int(page.split('name="annotation_id" value="')[1].split('"')[0])
+    with session_scope(settings.database_url) as s:
+        assert cell_states(s, s.get(Project, pid), Split.POOL)[disputed].status == FINAL
+
+    # Undo: the resolution is voided, the cell is disputed again and back in the list.
+    response = curator.post(f"/curate/cells/{disputed}/undo", htmx=False,
+                            data={"annotation_id": str(annotation_id)})
+    assert response.status_code == 302
+    page = curator.get(response.location).text
+    assert f"Undid the resolution of cell {disputed}" in page
+    assert "Resolved cell" not in page
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert cell_states(s, project, Split.POOL)[disputed].status == "disputed"
+        assert s.get(Image, disputed).open_slots == 0  # still waits for a curator, not readers
+    assert f'data-image-id="{disputed}"' in curator.get("/curate/").text
+    # A second undo of the same resolution, or of someone else's, writes nothing.
+    assert curator.post(f"/curate/cells/{disputed}/undo", htmx=False,
+                        data={"annotation_id": str(annotation_id)}).status_code == 409
+    assert curator.post(f"/curate/cells/{disputed}/undo", htmx=False,
+                        data={"annotation_id": "x"}).status_code == 400
+
+
+def test_undone_resolution_of_an_open_cell_hands_it_back_to_readers(app, settings, tmp_path):
+    pid = flat_project(settings, tmp_path, "p", 3, readers_per_cell=2)
+    make_user(settings, "cara", "curator")
+    ids = pool_ids(settings, pid)
+    curator = LoggedIn(app.test_client(), "cara")
+    response = curator.post(f"/curate/cells/{ids[0]}/resolve", htmx=False,
+                            data={"choice": "monocyte", "submission_id": "c1"})
+    page = curator.get(response.location).text
+    annotation_id = int(page.split('name="annotation_id" value="')[1].split('"')[0])
+    with session_scope(settings.database_url) as s:
+        assert s.get(Image, ids[0]).open_slots == 0
+    curator.post(f"/curate/cells/{ids[0]}/undo", htmx=False,
+                 data={"annotation_id": str(annotation_id)})
+    with session_scope(settings.database_url) as s:
+        assert s.get(Image, ids[0]).open_slots == 2
+        assert cell_states(s, s.get(Project, pid), Split.POOL)[ids[0]].status == "open"
+
+
+def test_nearest_cells_say_why_empty_and_fall_back_to_trusted_references(app, settings, tmp_path):
+    pid, (agreed, disputed, flagged, doubted), version_id = _setup(app, settings, tmp_path)
+    ids = pool_ids(settings, pid)
+    unread = next(i for i in ids if i not in (agreed, disputed, flagged, doubted))
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        artifact = settings.storage_dir / s.get(ModelVersion, version_id).artifact_path
+        platelet = project.class_by_name("platelet").id
+        # A reference label on the cell no reader has read, as an import gives.
+        s.add(Annotation(image_id=unread, origin=Origin.REFERENCE, label_class_id=platelet,
+                         source="import"))
+    vectors = np.eye(len(ids), 8, dtype=np.float32)
+    embeddings.save(embeddings.embeddings_path(artifact), np.array(ids), vectors)
+    curator = LoggedIn(app.test_client(), "cara")
+    page = curator.get(f"/curate/cells/{disputed}").text
+    # ann voted platelet: no final platelet cell, and the reference is not trusted.
+    assert "No cell is final as platelet yet: a cell becomes final when" in page
+    assert "1 cell(s) carry a reference label platelet, but this project does not trust" in page
+    assert f"cell {unread} · similarity" not in page
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).train_on_reference = True
+    page = curator.get(f"/curate/cells/{disputed}").text
+    assert f"cell {unread} · similarity" in page and "reference labels</span>" in page

@@ -10,7 +10,7 @@ import pytest
 
 from sqlalchemy import func, select, update
 
-from models import Annotation, Kind, Lease, Origin, Project, Split, utcnow
+from models import Annotation, Image, Kind, Lease, Origin, Project, Split, utcnow
 from models.db import session_scope
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN, cell_states, labeled_images, \
     unlabeled_pool
@@ -167,12 +167,28 @@ def test_reader_total_is_recounted_on_page_load_and_never_shown_to_the_next_user
     _label(other, pid, other_html, "platelet")
     assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
 
+    # This project's labels only: another project's votes are not counted here.
+    other_pid = flat_project(settings, tmp_path, "q", 3)
+    other_html = r1.get(f"/label/{other_pid}").text
+    assert 'id="done-count">0<' in other_html
+    other_html = _label(r1, other_pid, other_html, "platelet").text
+    assert 'id="done-count">1<' in other_html
+    assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
+
     r1.post("/auth/logout", htmx=False)
     r2 = LoggedIn(browser, "r2")
     html = r2.get(f"/label/{pid}").text
     assert 'id="done-count">0<' in html and 'id="session-count">0<' in html
     assert not re.search(r"undo \(\d+\)", html)  # r1's decisions are not r2's to undo
     assert r2.post(f"/label/{pid}/undo").status_code == 409
+
+
+def test_cells_per_hour_waits_for_enough_to_measure():
+    from webapp.label.routes import per_hour
+
+    assert per_hour(2, 60) is None  # it read "120/h"
+    assert per_hour(9, 3600) is None and per_hour(50, 100) is None
+    assert per_hour(10, 120) == 300 and per_hour(30, 1800) == 60
 
 
 # --- undo ------------------------------------------------------------------------------------
@@ -191,6 +207,8 @@ def test_backspace_undoes_the_last_decisions(app, settings, tmp_path):
     response = r1.post(f"/label/{pid}/undo")
     assert response.status_code == 200
     assert shown(response.text) == order[-1]  # the undone cell comes back
+    # ...and the page says so (it came back silently).
+    assert f"Undid monocyte on cell {order[-1]}" in response.text
     assert 'id="done-count">11<' in response.text
     html = _label(r1, pid, response.text, "platelet").text  # relabeled
     rows = _reader_rows(settings)
@@ -265,6 +283,33 @@ def test_contested_classes_and_agreement_share_raise_k(app, settings, tmp_path):
     assert _states(settings, pid2)[ids[0]].need == 2
 
 
+def test_weak_or_uncalibrated_model_suggestions_are_tentative(app, settings, tmp_path):
+    """Issue 14: "ig 88%" from a model with 17% test accuracy looked trustworthy."""
+    from tests.reading_helpers import measured_metrics
+
+    pid = flat_project(settings, tmp_path, "p", 3)
+    ids = pool_ids(settings, pid)
+    make_user(settings, "r1", "pathologist")
+    with session_scope(settings.database_url) as s:
+        names = [c.name for c in s.get(Project, pid).classes]
+    cases = [(measured_metrics(names, accuracy=0.2), True, "model right on 20% of 80 test cells"),
+             (measured_metrics(names, accuracy=0.9), False, "model right on 90% of 80 test cells"),
+             (measured_metrics(names, accuracy=0.9, calibrated=False), True, "90%"),
+             ({}, True, "model accuracy not measured yet")]
+    for metrics, tentative, accuracy_text in cases:
+        fake_active_model(settings, pid, {i: ("ig", 0.88) for i in ids}, metrics=metrics)
+        html = LoggedIn(app.test_client(), "r1").get(f"/label/{pid}").text
+        assert accuracy_text in html
+        assert ('class="tentative-tag"' in html) is tentative, metrics
+    # The threshold is the project's.
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).suggestion_min_accuracy = 0.1
+    fake_active_model(settings, pid, {i: ("ig", 0.88) for i in ids},
+                      metrics=measured_metrics(names, accuracy=0.2))
+    html = LoggedIn(app.test_client(), "r1").get(f"/label/{pid}").text
+    assert 'class="tentative-tag"' not in html and 'id="model-accuracy"' in html
+
+
 def test_blind_reading_hides_suggestions(app, settings, tmp_path):
     pid = flat_project(settings, tmp_path, "p", 3, blind_reading=True)
     fake_active_model(settings, pid, {i: ("monocyte", 0.95) for i in pool_ids(settings, pid)})
@@ -307,7 +352,7 @@ def test_bulk_verification(app, settings, tmp_path):
     assert response.status_code == 302
     again = r1.post(f"/label/{pid}/verify", data=form, htmx=False)  # a retried request
     assert again.status_code == 302
-    rows = _reader_rows(settings)
+    rows = [r for r in _reader_rows(settings) if r.kind != Kind.REJECT]
     assert sorted(r.image_id for r in rows) == sorted(grid[1:])
     bas = class_id(settings, pid, "basophil")
     assert all(r.kind == Kind.VERIFY and r.label_class_id == bas == r.suggested_class_id
@@ -318,11 +363,128 @@ def test_bulk_verification(app, settings, tmp_path):
 
     # Bad input: a cell outside the grid's class, or not leased; nothing written.
     for bad in [{"image_id": [str(ids[6])]}, {"image_id": [str(ids[7])]},
-                {"image_id": ["x"]}, {"class": "nope"}, {"model_version_id": "999"}]:
+                {"image_id": ["x"]}, {"class": "nope"}, {"model_version_id": "999"},
+                {"wrong": [str(ids[6])], "image_id": [str(ids[6])]}]:
         response = r1.post(f"/label/{pid}/verify", data={**form, "batch": "b2", "wrong": [],
                                                         **bad})
         assert 400 <= response.status_code < 500, bad
-    assert len(_reader_rows(settings)) == 4
+    assert len(_reader_rows(settings)) == 5  # four verifications and one rejection
+
+
+def _grid(reader: LoggedIn, pid: int, ids: list[int], cls: str = "basophil") -> list[int]:
+    html = reader.get(f"/label/{pid}/verify?class={cls}&min=0.5").text
+    return [i for i in ids if f'data-image-id="{i}"' in html]
+
+
+def test_bulk_rejections_are_recorded_and_leave_the_grid(app, settings, tmp_path):
+    """Issue 14, defect 1: cells marked wrong came straight back unticked, recorded nowhere."""
+    pid = flat_project(settings, tmp_path, "p", 10)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids})
+    make_user(settings, "r1", "pathologist")
+    make_user(settings, "r2", "pathologist")
+    r1 = LoggedIn(app.test_client(), "r1")
+    grid = _grid(r1, pid, ids)
+    assert len(grid) == 10
+    wrong, confirmed = grid[:7], grid[7:]
+    response = r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(i) for i in grid], "wrong": [str(i) for i in wrong]})
+    assert response.status_code == 302
+    # Recorded: one rejection of the basophil suggestion per wrong cell.
+    bas = class_id(settings, pid, "basophil")
+    rejections = [r for r in _reader_rows(settings) if r.kind == Kind.REJECT]
+    assert sorted(r.image_id for r in rejections) == sorted(wrong)
+    assert all(r.suggested_class_id == bas and r.label_class_id is None and r.flag is None
+               and r.model_version_id == version for r in rejections)
+    # The reloaded grid does not bring them back (nor the confirmed ones).
+    assert _grid(r1, pid, ids) == []
+    # A rejection is no vote: the cells stay open, and still come to this reader one by one.
+    states = _states(settings, pid)
+    assert all(states[i].status == OPEN and not states[i].votes for i in wrong)
+    assert all(states[i].rejected == {rejections[0].user_id: {bas}} for i in wrong)
+    assert all(states[i].status == FINAL for i in confirmed)
+    seen = set()
+    html = r1.get(f"/label/{pid}").text
+    while shown(html) is not None:
+        seen.add(shown(html))
+        html = _label(r1, pid, html, "monocyte").text
+    assert seen == set(wrong)
+    assert 'id="done-count">10<' in html  # 3 verified + 7 labeled; rejections count nothing
+
+
+def test_a_rejected_label_that_became_final_goes_to_the_curator(app, settings, tmp_path):
+    """k = 1: r1 rejects basophil for a cell in the grid, r2 confirms it. The cell is final
+    as basophil, but a reader said it is not: the curator's worklist lists it."""
+    pid = flat_project(settings, tmp_path, "p", 2)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids})
+    make_user(settings, "r1", "pathologist")
+    make_user(settings, "r2", "pathologist")
+    make_user(settings, "cara", "curator")
+    r1 = LoggedIn(app.test_client(), "r1")  # (r2 logs in later: login leases a cell)
+    grid = _grid(r1, pid, ids)
+    assert sorted(grid) == ids
+    response = r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(i) for i in grid], "wrong": [str(grid[0])]})
+    assert response.status_code == 302, response.text
+    r2 = LoggedIn(app.test_client(), "r2")
+    grid2 = _grid(r2, pid, ids)
+    assert grid2 == [grid[0]]  # the rejection was r1's alone
+    r2.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b2",
+        "image_id": [str(grid[0])]})
+    assert _states(settings, pid)[grid[0]].status == FINAL
+    curator = LoggedIn(app.test_client(), "cara")
+    index = curator.get("/curate/").text
+    assert f'data-image-id="{grid[0]}"' in index and "a reader rejected this label" in index
+    assert "r1: not basophil" in index
+    assert f'data-image-id="{grid[1]}"' not in index  # confirmed by r1, rejected by nobody
+    history = curator.get(f"/curate/cells/{grid[0]}/history").text
+    assert "marked the suggestion basophil wrong in bulk verification" in history
+
+
+def test_bulk_rejection_is_no_vote_with_two_readers(app, settings, tmp_path):
+    pid = flat_project(settings, tmp_path, "p", 4, readers_per_cell=2)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids})
+    make_user(settings, "r1", "pathologist")
+    make_user(settings, "r2", "pathologist")
+    r1, r2 = LoggedIn(app.test_client(), "r1"), LoggedIn(app.test_client(), "r2")
+    grid = _grid(r1, pid, ids)
+    r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(i) for i in grid], "wrong": [str(i) for i in grid]})
+    assert _grid(r1, pid, ids) == []
+    # r2 sees all four and confirms them: one vote each, not final with k = 2.
+    grid2 = _grid(r2, pid, ids)
+    assert sorted(grid2) == sorted(ids)
+    r2.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b2",
+        "image_id": [str(i) for i in grid2]})
+    states = _states(settings, pid)
+    assert all(c.status == OPEN and len(c.votes) == 1 for c in states.values())
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        assert labeled_images(s, project, Split.POOL) == []
+        assert set(s.scalars(select(Image.open_slots).where(Image.project_id == pid))) == {1}
+
+
+def test_bulk_verification_waits_for_measured_precision(app, settings, tmp_path):
+    pid = flat_project(settings, tmp_path, "p", 4)
+    ids = pool_ids(settings, pid)
+    version = fake_active_model(settings, pid, {i: ("basophil", 0.9) for i in ids},
+                                metrics={"test": {"n": 0, "accuracy": None}})
+    make_user(settings, "r1", "pathologist")
+    r1 = LoggedIn(app.test_client(), "r1")
+    html = r1.get(f"/label/{pid}/verify?class=basophil&min=0.5").text
+    assert 'id="verify-closed"' in html and _grid(r1, pid, ids) == []
+    response = r1.post(f"/label/{pid}/verify", htmx=False, data={
+        "class": "basophil", "min": "0.5", "model_version_id": str(version), "batch": "b1",
+        "image_id": [str(ids[0])]})
+    assert response.status_code == 409 and "precision" in response.text
+    assert _reader_rows(settings) == []
 
 
 # --- 50 readers at once ---------------------------------------------------------------------

@@ -72,17 +72,19 @@ def test_reading_day(live_server, page, browser, settings, tmp_path):
     assert page.inner_text("#done-count") == "10"
     _shot(page, "1-ten-labeled")
 
-    # Zoom at native resolution: + zooms in, 0 resets.
+    # The cell is fitted to the panel; + zooms in, 0 fits it again.
+    assert page.inner_text(".zoom-level").startswith("fit (")
     page.keyboard.press("+")
-    assert page.inner_text(".zoom-level") == "125%"
+    assert page.inner_text(".zoom-level").endswith("% of native")
     page.keyboard.press("0")
-    assert page.inner_text(".zoom-level") == "100%"
+    assert page.inner_text(".zoom-level").startswith("fit (")
 
     # Backspace: the last cell comes back, and is relabeled.
     current = _cell_id(page)
     page.keyboard.press("Backspace")
     _wait_for_cell(page, is_id=labeled[-1])
     assert page.inner_text("#done-count") == "9"
+    assert page.inner_text("#undone").startswith(f"Undid eosinophil on cell {labeled[-1]}")
     page.keyboard.press("3")
     _wait_for_cell(page, is_id=current)
 
@@ -100,13 +102,16 @@ def test_reading_day(live_server, page, browser, settings, tmp_path):
                     and r.retracts_id is None and r.flag is None)
     assert rejected is not None
 
-    # Bulk verification: six confident basophils; one is clicked as wrong, Enter confirms the rest.
+    # Bulk verification: six confident basophils; one is clicked as wrong, Enter asks, and
+    # Enter again confirms the rest.
     page.goto(f"{live_server}/label/{pid}/verify?class=basophil&min=0.9")
     tiles = page.locator(".verify-grid label")
     assert tiles.count() == 6
     wrong = tiles.nth(0).get_attribute("data-image-id")
     tiles.nth(0).click()
     _shot(page, "3-verify-grid")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#confirm-dialog[open]")
     with page.expect_navigation():
         page.keyboard.press("Enter")
     page.wait_for_load_state()

@@ -37,3 +37,7 @@ class ReadingSettingsForm(FlaskForm):
     blind_reading = BooleanField("Blind reading: hide the model's suggestions from readers")
     lease_minutes = IntegerField(
         "Minutes a cell shown to a reader stays theirs", validators=[NumberRange(min=1, max=24 * 60)])
+    suggestion_min_accuracy = FloatField(
+        "Show the model's suggestions as tentative while its test accuracy is below this "
+        "(0 to 1; also while it is uncalibrated)",
+        validators=[Optional(), NumberRange(min=0, max=1)])

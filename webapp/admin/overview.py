@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Annotation, Image, ModelVersion, Origin, Project, Split, TrainingRound
+from models import Annotation, Image, Kind, ModelVersion, Origin, Project, Split, TrainingRound
 from models.labels import label_counts, labeled_images
 
 from .charts import Chart, line_chart
@@ -31,7 +31,9 @@ def project_overview(session: Session, project: Project, n_rounds: int = 20) -> 
     reader_labeled = session.scalar(
         select(func.count(func.distinct(Annotation.image_id)))
         .join(Image, Image.id == Annotation.image_id)
-        .where(Image.project_id == project.id, Annotation.origin == Origin.READER)) or 0
+        .where(Image.project_id == project.id, Annotation.origin == Origin.READER,
+               # a rejection of a suggestion is no label
+               Annotation.kind != Kind.REJECT)) or 0
     names = {c.id: c.name for c in project.classes}
     counts = label_counts(labeled_images(session, project, Split.POOL))
     return ProjectOverview(

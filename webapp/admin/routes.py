@@ -7,6 +7,7 @@ from wtforms import SelectChoice
 
 from models import ModelVersion, Project, Role, TrainingRound
 from models.fine_tune_cost import fine_tune_costs
+from models.labels import ReadingRules, unsettled_by
 from worker.celery_app import SCORE_VERSION
 from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
 from worker.publish import activate
@@ -144,23 +145,58 @@ def project_settings(project_id: int):
                            costs=fine_tune_costs(get_db())), status
 
 
-@bp.route("/projects/<int:project_id>/reading", methods=["GET", "POST"])
-@role_required(Role.ADMIN)
-def reading_settings(project_id: int):
-    project = _project(project_id)
+def _reading_form(project: Project) -> ReadingSettingsForm:
     form = ReadingSettingsForm(obj=project)
     form.contested_classes.choices = [SelectChoice(c.id, c.name) for c in project.classes]
     if request.method == "GET":
         form.contested_classes.data = list(project.contested_class_ids or [])
+    return form
+
+
+def _unsettled(project: Project, form: ReadingSettingsForm) -> int:
+    """Final labels the form's rules would un-settle, counted with the labels module's
+    own rules and nothing saved (0 when the rules do not change)."""
+    proposed = ReadingRules(form.readers_per_cell.data, form.contested_readers.data,
+                            tuple(form.contested_classes.data or ()), form.agreement_share.data)
+    if proposed == ReadingRules.of(project):
+        return 0
+    return unsettled_by(get_db(), project, proposed)
+
+
+@bp.post("/projects/<int:project_id>/reading/preview")
+@role_required(Role.ADMIN)
+def reading_preview(project_id: int):
+    """What the rules in the form would do, shown as the admin edits them (htmx)."""
+    project = _project(project_id)
+    form = _reading_form(project)
+    unsettled = _unsettled(project, form) if form.validate_on_submit() else None
+    return render_template("admin/_unsettle_preview.html", unsettled=unsettled)
+
+
+@bp.route("/projects/<int:project_id>/reading", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def reading_settings(project_id: int):
+    project = _project(project_id)
+    form = _reading_form(project)
+    unsettled = None
     if request.method == "POST" and form.validate_on_submit():
+        # The admin confirms this very number (it may grow while they read).
+        unsettled = _unsettled(project, form)
+        if unsettled and request.form.get("confirm_unsettle") != str(unsettled):
+            return render_template("admin/reading.html", project=project, form=form,
+                                   unsettled=unsettled), 409
         project.readers_per_cell = form.readers_per_cell.data
         project.contested_readers = form.contested_readers.data
         project.contested_class_ids = list(form.contested_classes.data or [])
         project.agreement_share = form.agreement_share.data
         project.blind_reading = form.blind_reading.data
         project.lease_minutes = form.lease_minutes.data
+        if form.suggestion_min_accuracy.data is not None:
+            project.suggestion_min_accuracy = form.suggestion_min_accuracy.data
         get_db().commit()
-        flash("Reading settings saved.", "info")
+        flash("Reading settings saved." + (
+            f" {unsettled} label(s) went back to the readers." if unsettled else ""), "info")
         return redirect(url_for("admin.index"))
     status = 400 if request.method == "POST" else 200
-    return render_template("admin/reading.html", project=project, form=form), status
+    return render_template("admin/reading.html", project=project, form=form,
+                           unsettled=unsettled), status

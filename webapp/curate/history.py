@@ -34,6 +34,10 @@ def timeline(session: Session, image: Image) -> list[Event]:
         if a.kind == Kind.RETRACT:
             events.append(Event(a.created_at, "undo", username, f"undid decision #{a.retracts_id}",
                                 annotation_id=a.id))
+        elif a.kind == Kind.REJECT:
+            events.append(Event(a.created_at, "reject", username,
+                                f"marked the suggestion {names.get(a.suggested_class_id)} wrong "
+                                "in bulk verification", annotation_id=a.id))
         elif a.origin == Origin.REFERENCE:
             events.append(Event(a.created_at, "reference", None,
                                 f"reference label {choice} ({a.source or 'import'})", annotation_id=a.id))

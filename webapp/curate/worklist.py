@@ -3,7 +3,9 @@
 - disputed: k readers voted without k agreeing;
 - flagged: a reader marked the cell ambiguous;
 - model disagrees: a final label the active model contradicts with high
-  confidence (a possible label error).
+  confidence (a possible label error);
+- rejected: a final label (no curator yet) whose class a reader marked wrong in
+  the bulk-verification grid: a disagreement the votes alone do not show.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ..label.queue import active_version
 CONTRADICTION_CONFIDENCE = 0.9
 
 REASONS = {DISPUTED: "readers disagree", FLAGGED: "flagged ambiguous",
-           "contradicted": "confident model disagrees"}
+           "contradicted": "confident model disagrees",
+           "rejected": "a reader rejected this label"}
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,10 @@ class Item:
     prediction: Prediction | None
 
 
-def curation_items(session: Session, project: Project) -> list[Item]:
-    states = cell_states(session, project, Split.POOL)
+def curation_items(session: Session, project: Project,
+                   states: dict[int, CellState] | None = None) -> list[Item]:
+    if states is None:
+        states = cell_states(session, project, Split.POOL)
     version = active_version(session, project.id)
     predictions = {}
     if version is not None:
@@ -42,10 +47,15 @@ def curation_items(session: Session, project: Project) -> list[Item]:
             select(Prediction).where(Prediction.model_version_id == version.id))}
     items = []
     for cell in sorted(states.values(), key=lambda c: c.image_id):
+        if cell.split != Split.POOL:
+            continue
         p = predictions.get(cell.image_id)
         if cell.status in (DISPUTED, FLAGGED):
             items.append(Item(cell, REASONS[cell.status], p))
         elif (cell.status == FINAL and cell.curator is None and p is not None
               and p.confidence >= CONTRADICTION_CONFIDENCE and p.predicted_class_id != cell.class_id):
             items.append(Item(cell, REASONS["contradicted"], p))
+        elif (cell.status == FINAL and cell.curator is None
+              and any(cell.class_id in classes for classes in cell.rejected.values())):
+            items.append(Item(cell, REASONS["rejected"], p))
     return items

@@ -23,7 +23,8 @@ from functools import lru_cache
 from sqlalchemy import Select, and_, bindparam, exists, false, func, or_, select, union_all
 from sqlalchemy.orm import Session, aliased
 
-from models import Annotation, Image, LabelClass, Lease, ModelVersion, Origin, Prediction, Project
+from models import (Annotation, Image, Kind, LabelClass, Lease, ModelVersion, Origin, Prediction,
+                    Project)
 from models.labels import NEEDS_READERS, live_vote, vote_count
 from models.review import ReviewQueue, ReviewQueueItem
 
@@ -108,8 +109,10 @@ def for_reader() -> tuple:
     """SQL conditions: cells the reader (``:reader_id``) may be given at ``:now``."""
     return (
         # A reader never sees the same cell twice (an undo hands it back explicitly).
+        # A suggestion rejected in the bulk grid is no decision: the cell still
+        # comes to the reader one at a time (the grid leaves it out itself).
         ~exists().where(_MINE.image_id == Image.id, _MINE.user_id == _READER,
-                        _MINE.origin == Origin.READER),
+                        _MINE.origin == Origin.READER, _MINE.kind != Kind.REJECT),
         # Room left beside other readers' leases (the claim checks it exactly).
         leases_by_others() < Image.open_slots,
     )

@@ -3,12 +3,13 @@ from __future__ import annotations
 import time
 import uuid
 
-from flask import abort, redirect, render_template, request, session, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
-from models import Annotation, Kind, Origin, Project, Role, utcnow
+from models import Annotation, Image, Project, Role, utcnow
+from models.labels import live_vote
 
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
@@ -17,9 +18,15 @@ from . import bp
 from .decisions import DecisionError, parse, record, undo
 from .leases import next_for, release, sweep_expired
 from .queue import REMAINING_CAP
+from .trust import suggestion_trust
 
 SKIP_MEMORY = 500  # cells remembered as skipped per project in the session
 UNDO_DEPTH = 10  # the last decisions of a session that Backspace can take back
+# Cells per hour is shown only once it measures something: two quick decisions
+# would read "120/h".
+RATE_MIN_DECISIONS = 10
+RATE_MIN_SECONDS = 120
+CONFIRM_OVER = 4  # the grid asks before confirming more cells than this at once
 
 
 def _project(project_id: int) -> Project:
@@ -47,37 +54,50 @@ def _count_decision(project_id: int, annotation_id: int) -> None:
     _add_done(1)
 
 
-def _done(recount: bool = False) -> int:
-    """The reader's live decisions (every decision minus every undo, all projects).
+def _done(project_id: int, recount: bool = False) -> int:
+    """The reader's live votes in this project: classes and flags, not undone, not
+    the rejections of the bulk grid (which are no votes).
 
     Counted in SQL when a page loads, then kept up in the session by each
     decision and undo: counting on every keypress would read the reader's
-    whole history, which grows all day.  Keyed by user, so a shared browser
-    never shows the last reader's count.
+    whole history, which grows all day.  Keyed by user and project, so a shared
+    browser never shows the last reader's count, nor another project's.
     """
     kept = session.get("done")
-    if recount or not kept or kept[0] != current_user.id:
-        n = get_db().scalar(select(
-            func.coalesce(func.sum(case((Annotation.kind == Kind.RETRACT, -1), else_=1)), 0))
-            .where(Annotation.user_id == current_user.id, Annotation.origin == Origin.READER))
-        session["done"] = kept = [current_user.id, int(n or 0)]
-    return kept[1]
+    if recount or not kept or len(kept) != 3 or kept[:2] != [current_user.id, project_id]:
+        n = get_db().scalar(select(func.count(Annotation.id))
+                            .join(Image, Image.id == Annotation.image_id)
+                            .where(Annotation.user_id == current_user.id,
+                                   Image.project_id == project_id, live_vote(Annotation)))
+        session["done"] = kept = [current_user.id, project_id, int(n or 0)]
+    return kept[2]
 
 
 def _add_done(n: int) -> None:
-    if "done" in session:
-        session["done"][1] = max(session["done"][1] + n, 0)
+    kept = session.get("done")
+    if kept and len(kept) == 3:  # (a cookie from before the per-project count is recounted)
+        kept[2] = max(kept[2] + n, 0)
     session.modified = True
 
 
-def _cell_context(project: Project, durable: bool = False, recount: bool = False) -> dict:
-    done = _done(recount)  # (read before next_for commits: one transaction per request)
+def per_hour(decisions: int, seconds: float) -> int | None:
+    """Cells per hour, or None while there is too little to measure."""
+    if decisions < RATE_MIN_DECISIONS or seconds < RATE_MIN_SECONDS:
+        return None
+    return round(decisions * 3600 / seconds)
+
+
+def _cell_context(project: Project, durable: bool = False, recount: bool = False,
+                  undone: str | None = None) -> dict:
+    done = _done(project.id, recount)  # (read before next_for commits: one transaction)
     turn = next_for(get_db(), project, current_user.id, _skipped(project.id), durable)
     state = _reading(project.id)
-    hours = max(time.time() - state["since"], 60.0) / 3600
     return dict(project=project, cell=turn.cell, prefetch=turn.prefetch,
                 remaining=turn.status.remaining, cap=REMAINING_CAP, done=done,
-                session_count=state["n"], per_hour=round(state["n"] / hours) if state["n"] else 0,
+                session_count=state["n"], per_hour=per_hour(state["n"],
+                                                             time.time() - state["since"]),
+                rate_min=RATE_MIN_DECISIONS, undone=undone,
+                trust=suggestion_trust(project, project.active_version),
                 undoable=len(state["recent"]), blind=project.blind_reading,
                 # A fresh id per cell shown: a repeated submission of it is recognised.
                 submission_id=uuid.uuid4().hex)
@@ -162,7 +182,15 @@ def undo_last(project_id: int):
                                        "can be undone."), 409
     state["n"] = max(state["n"] - 1, 0)
     _add_done(-1)
-    return _cell_fragment(project)
+    return render_template("label/_cell.html",
+                           **_cell_context(project, undone=_undone_text(project, undone)))
+
+
+def _undone_text(project: Project, annotation: Annotation) -> str:
+    """What an undo took back, in words: "Undid monocyte on cell 12"."""
+    what = next((c.name for c in project.classes if c.id == annotation.label_class_id),
+                annotation.flag.value if annotation.flag else "the decision")
+    return f"Undid {what} on cell {annotation.image_id}: it is back for you to read."
 
 
 # --- bulk verification -------------------------------------------------------------------
@@ -190,11 +218,14 @@ def verify_page(project_id: int):
         abort(400, description=f"Unknown class {name!r}.")
     threshold = _threshold(request.args.get("min"))
     version = project.active_version
-    cells = [] if project.blind_reading else grid(db, project, current_user, label_class.id,
-                                                   threshold)
+    trust = suggestion_trust(project, version)
+    precision = trust.class_precision(label_class.name)
+    cells = [] if project.blind_reading or precision is None else grid(
+        db, project, current_user, label_class.id, threshold)
     return render_template("label/verify.html", project=project, label_class=label_class,
-                           threshold=threshold, version=version, cells=cells,
-                           batch=uuid.uuid4().hex)
+                           threshold=threshold, version=version, cells=cells, trust=trust,
+                           precision=precision, batch=uuid.uuid4().hex,
+                           confirm_over=CONFIRM_OVER)
 
 
 @bp.post("/<int:project_id>/verify")
@@ -218,6 +249,11 @@ def verify_confirm(project_id: int):
     batch = (form.get("batch") or "").strip()
     if not batch or len(batch) > 40:
         return _refusal(DecisionError("The grid's batch id is missing or too long."))
+    if suggestion_trust(project, project.active_version).class_precision(
+            label_class.name) is None:
+        return _refusal(DecisionError(
+            f"Bulk verification of {label_class.name} opens once the model's precision for it "
+            "is measured on test cells; nothing was saved.", 409))
     confirmed = [i for i in ids if i not in set(wrong)]
     try:
         n = confirm(get_db(), project, current_user, version_id, label_class.id, confirmed,
@@ -227,5 +263,7 @@ def verify_confirm(project_id: int):
     state = _reading(project.id)
     state["n"] += n
     _add_done(n)
+    flash(f"Confirmed {n} cell(s) as {label_class.name}; {len(wrong)} marked wrong were recorded "
+          "as rejections and left this grid (they stay in your queue for labeling).", "info")
     return redirect(url_for("label.verify_page", project_id=project.id,
                             **{"class": label_class.name, "min": form.get("min", "0.9")}))

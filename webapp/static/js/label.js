@@ -20,12 +20,17 @@
     }
   }
 
+  // zoom 1 is the cell fitted to the panel; the level shown is relative to the
+  // image's native pixels, so a reader knows when they see every pixel.
   function applyZoom(c) {
     const img = c.querySelector(".zoom img");
     if (!img) return;
     img.style.transform = `translate(${panX}px, ${panY}px) scale(${zoom})`;
     const level = c.querySelector(".zoom-level");
-    if (level) level.textContent = Math.round(zoom * 100) + "%";
+    if (!level) return;
+    const native = img.naturalWidth ? img.clientWidth / img.naturalWidth : 1;
+    const percent = Math.round(zoom * native * 100) + "% of native";
+    level.textContent = zoom === 1 ? "fit (" + percent + ")" : percent;
   }
 
   function setZoom(c, z) {
@@ -41,6 +46,8 @@
     prefetch(c);
     const box = c.querySelector(".zoom");
     if (!box) return;
+    const img = box.querySelector("img");
+    if (img.complete) applyZoom(c); else img.addEventListener("load", function () { applyZoom(c); });
     box.addEventListener("wheel", function (evt) {
       evt.preventDefault();
       setZoom(c, zoom * (evt.deltaY < 0 ? 1.25 : 0.8));
