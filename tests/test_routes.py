@@ -44,6 +44,7 @@ POLICY = {
     "curate.cell": "curator",
     "curate.history": "curator",
     "curate.resolve": "curator",
+    "curate.undo_resolution": "curator",
     "curate.agreement": "curator",
     "api.round_status": "admin",
     "admin.index": "admin",
@@ -60,6 +61,10 @@ POLICY = {
     "admin.rebuild_review_queue": "admin",
     "admin.start_comparison": "admin",
     "admin.comparison": "admin",
+    "admin.cancel_comparison": "admin",
+    "admin.project_figures": "admin",
+    "admin.reading_preview": "admin",
+    "admin.round_result": "admin",
 }
 
 MISSING_ID = 987654  # no row has it: allowed users get a 404, nothing is written
