@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import models  # noqa: F401  (registers every table on Base.metadata)
+import models.tables  # noqa: F401  (registers every table on Base.metadata)
 from models.base import Base
 from models.settings import load_settings
 

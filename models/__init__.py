@@ -1,17 +1,14 @@
-"""hemaloop's data model: SQLAlchemy 2 tables shared by webapp, worker and Alembic."""
+"""hemaloop's data model: SQLAlchemy 2 tables shared by webapp, worker and Alembic.
 
-from .annotations import Annotation, Flag, Kind, Origin
-from .base import Base, utcnow
-from .images import Image, Split
-from .leases import Lease
-from .projects import LabelClass, Project
-from .review import QueueStatus, ReviewQueue, ReviewQueueItem
-from .simulation import SimulationRun, SimulationStatus
-from .training import ModelVersion, Prediction, RoundStatus, TrainingRound
-from .users import Role, User
+``from models import Image`` loads every table (models/tables.py); ``import
+models`` alone does not.  The package also holds modules with no database in
+them, which worker/ml uses and which must not drag SQLAlchemy into a process
+that has no database (the import contracts in pyproject.toml): ``files``
+(atomic writes), ``strategies`` (the strategy names) and ``pixels`` (image
+depth rules).
+"""
 
-# After every mapped class: it builds queries, which configure the mappers.
-from . import open_slots  # noqa: E402,F401  (keeps images.open_slots current on every flush)
+from importlib import import_module
 
 __all__ = [
     "Annotation", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
@@ -19,3 +16,12 @@ __all__ = [
     "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
 ]
+
+
+def __getattr__(name: str):
+    # PEP 562: the tables load on the first use of one of their names.
+    if name in __all__:
+        value = getattr(import_module(".tables", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,10 @@ from typing import Iterator
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+# Every table mapped and the open_slots flush hook registered before any session
+# exists (``import models`` alone loads no table).
+from . import tables  # noqa: F401
+
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: libpq's connect_timeout (whole seconds)
 
 

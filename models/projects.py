@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from common.strategies import DEFAULT_STRATEGY
+from models.strategies import DEFAULT_STRATEGY
 
 from .base import Base, utcnow
 from .review import DEFAULT_RANDOM_SHARE, DEFAULT_ROUND_SIZE

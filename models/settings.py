@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from common.files import atomic_write
+from models.files import atomic_write
 
 PREFIX = "HEMALOOP_"
 MIN_INPUT_SIZE = 75  # InceptionV3 refuses anything smaller.

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool, text
 
-import models  # noqa: F401  (registers every table on Base.metadata)
+import models.tables  # noqa: F401  (registers every table on Base.metadata)
 from migrations.runner import downgrade, upgrade
 from models.base import Base
 from tests.helpers import fresh_postgres_database

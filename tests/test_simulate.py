@@ -9,7 +9,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from common.strategies import STRATEGY_NAMES
+from models.strategies import STRATEGY_NAMES
 from tests.helpers import DEMO_DIR, base_env
 from webapp.cli import main
 from worker.simulation.curves import labels_to_reach, mean_curves

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
+from models.strategies import DEFAULT_STRATEGY, STRATEGY_NAMES
 from worker.ml import selection
 from worker.ml.selection import (
     BatchTooLarge, Candidates, STRATEGIES, UnknownStrategy, select_batch,

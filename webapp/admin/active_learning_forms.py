@@ -5,7 +5,7 @@ from wtforms import (DecimalField, IntegerField, SelectChoice, SelectField, Sele
                      widgets)
 from wtforms.validators import NumberRange, ValidationError
 
-from common.strategies import STRATEGY_NAMES
+from models.strategies import STRATEGY_NAMES
 
 CHOICES = [SelectChoice(name, name.replace("_", " ")) for name in STRATEGY_NAMES]
 

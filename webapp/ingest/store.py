@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from common.files import atomic_write
+from models.files import atomic_write
 
 
 def sha256_of(data: bytes) -> str:

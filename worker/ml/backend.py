@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from common.files import atomic_write
+from models.files import atomic_write
 from worker.ml.features import apply_to_images, extract_features
 from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER, backbone_of, build_classifier
 from worker.ml.train import HeadTrainingResult, install_head, train_head

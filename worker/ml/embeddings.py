@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.files import atomic_write
+from models.files import atomic_write
 
 DIMS = 128
 # PCA is fitted on at most this many rows: plenty for 128 components.

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.files import atomic_write
+from models.files import atomic_write
 
 # \A…\Z, not ^…$: "$" also matches before a trailing newline.
 _SAFE_KEY = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,119}\Z")

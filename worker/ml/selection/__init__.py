@@ -22,7 +22,7 @@ k-means representatives of the backbone-feature embeddings.
 
 from __future__ import annotations
 
-from common.strategies import DEFAULT_STRATEGY
+from models.strategies import DEFAULT_STRATEGY
 
 from .errors import BatchTooLarge, SelectionError, UnknownStrategy
 from .strategies import (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.strategies import STRATEGY_NAMES
+from models.strategies import STRATEGY_NAMES
 from worker.ml.uncertainty import uncertainty_scores
 
 from .bald import bald_scores

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.files import atomic_write
+from models.files import atomic_write
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
