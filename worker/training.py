@@ -1,19 +1,23 @@
-"""What a training round does, step by step.
+"""What a training round does, step by step (train_round runs these over one RoundState).
 
-1. Gather the labels (models/labels.py decides which count) and refuse a round
-   that cannot learn.
-2. Build InceptionV3 -> GAP -> Dropout -> Dense, or warm-start from the active
-   model.
-3. Backbone features for every cell the round needs, from the feature cache
-   where possible.
-4. Phase 1: the head on cached features (a frozen base).
-5. Phase 2 (when the project asks): unfreeze the top blocks, fine-tune on
-   augmented images at a low rate, then re-extract features with the new
-   backbone (and cache them under this round's key).
-6. Temperature scaling on the validation split; metrics and calibration error
-   on the test split; calibrated predictions for every undecided pool cell.
-7. Save the model atomically and publish version, predictions and results in
-   one transaction.
+1. ``start``: gather the labels (models/labels.py decides which count), refuse a
+   round that cannot learn, plan the phases for the time-left estimate.
+2. ``build_network``: InceptionV3 -> GAP -> Dropout -> Dense, or warm-start from
+   the active model.
+3. ``read_features``: backbone features for every cell the round needs, through
+   the feature cache (worker/backbone.py).
+4. ``split_labels`` and ``train_head``: phase 1, the head on cached features (a
+   frozen base), with the validation split of worker/head.py.
+5. ``fine_tune_if_better``: phase 2 (when the project asks): unfreeze the top
+   blocks, fine-tune on augmented images at a low rate, keep it only if the
+   validation loss fell, then re-extract features with the new backbone (cached
+   under this attempt's own key).
+6. ``evaluate``: temperature scaling on the validation split; metrics and
+   calibration error on the test split; calibrated predictions for every
+   undecided pool cell.
+7. ``save_and_publish``: save the model under this attempt's name and publish
+   version, predictions and results in one transaction (only while the attempt
+   owns the round: worker/round_state.py).
 """
 
 from __future__ import annotations
