@@ -310,8 +310,9 @@ def test_fine_tuning_round(tmp_path, sqlite_url):
     # saved model and its feature key must say which backbone it has.
     assert info["kept"] == (info["val_loss_after"] < info["val_loss_before"])
     if info["kept"]:
-        assert version.feature_key == f"round{rnd.id}"
-        tuned, found = cached(settings, f"round{rnd.id}", list(shas.values()))
+        # The key names this round and its attempt (another attempt never shares it).
+        assert version.feature_key == f"round{rnd.id}-{rnd.attempt_token[:12]}"
+        tuned, found = cached(settings, version.feature_key, list(shas.values()))
         assert found.all()
         assert not np.array_equal(tuned, pristine)
     else:

@@ -97,22 +97,21 @@ def _choose_with_model(settings: Settings, s, project: Project, version: ModelVe
 
 def _mc_probs(settings: Settings, s, version: ModelVersion, ids: np.ndarray) -> np.ndarray:
     """MC-dropout passes of the version's head over the candidates' cached features."""
+    from worker.backbone import features_through_cache
     from worker.ml.backend import CellClassifier
-    from worker.ml.feature_store import FeatureStore
-    from worker.ml.network import DROPOUT_LAYER, FEATURE_DIM, HEAD_LAYER
+    from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER
     from worker.ml.selection.bald import mc_dropout_probs
 
     clf = CellClassifier.load(settings.storage_dir / version.artifact_path)
-    shas = dict(s.execute(select(Image.id, Image.sha256)
-                          .where(Image.project_id == version.project_id)).all())
-    feats, found = FeatureStore(settings.storage_dir / "features", version.feature_key) \
-        .get_many([shas[int(i)] for i in ids], FEATURE_DIM)
-    if not found.all():
-        paths = dict(s.execute(select(Image.id, Image.storage_path)
-                               .where(Image.project_id == version.project_id)).all())
-        missing = np.flatnonzero(~found)
-        feats[missing], _ = clf.features([settings.storage_dir / paths[int(ids[i])]
-                                          for i in missing], settings.batch_size)
+    rows = {i: (sha, path) for i, sha, path in s.execute(
+        select(Image.id, Image.sha256, Image.storage_path)
+        .where(Image.project_id == version.project_id))}
+    # The version's own features; any not cached are computed, not stored (as before).
+    feats, _, _, _ = features_through_cache(
+        settings.storage_dir / "features", version.feature_key,
+        [rows[int(i)][0] for i in ids],
+        lambda missing: [settings.storage_dir / rows[int(ids[r])][1] for r in missing],
+        lambda: clf, settings.batch_size, store=False)
     kernel, bias = clf.model.get_layer(HEAD_LAYER).get_weights()
     return mc_dropout_probs(feats, kernel, bias, rate=float(clf.model.get_layer(DROPOUT_LAYER).rate),
                             temperature=version.temperature)

@@ -1,28 +1,30 @@
-"""What a training round does, step by step.
+"""What a training round does, step by step (train_round runs these over one RoundState).
 
-1. Gather the labels (models/labels.py decides which count) and refuse a round
-   that cannot learn.
-2. Build InceptionV3 -> GAP -> Dropout -> Dense, or warm-start from the active
-   model.
-3. Backbone features for every cell the round needs, from the feature cache
-   where possible.
-4. Phase 1: the head on cached features (a frozen base).
-5. Phase 2 (when the project asks): unfreeze the top blocks, fine-tune on
-   augmented images at a low rate, then re-extract features with the new
-   backbone (and cache them under this round's key).
-6. Temperature scaling on the validation split; metrics and calibration error
-   on the test split; calibrated predictions for every undecided pool cell.
-7. Save the model atomically and publish version, predictions and results in
-   one transaction.
+1. ``start``: gather the labels (models/labels.py decides which count), refuse a
+   round that cannot learn, plan the phases for the time-left estimate.
+2. ``build_network``: InceptionV3 -> GAP -> Dropout -> Dense, or warm-start from
+   the active model.
+3. ``read_features``: backbone features for every cell the round needs, through
+   the feature cache (worker/backbone.py).
+4. ``split_labels`` and ``train_head``: phase 1, the head on cached features (a
+   frozen base), with the validation split of worker/head.py.
+5. ``fine_tune_if_better``: phase 2 (when the project asks): unfreeze the top
+   blocks, fine-tune on augmented images at a low rate, keep it only if the
+   validation loss fell, then re-extract features with the new backbone (cached
+   under this attempt's own key).
+6. ``evaluate``: temperature scaling on the validation split; metrics and
+   calibration error on the test split; calibrated predictions for every
+   undecided pool cell.
+7. ``save_and_publish``: save the model under this attempt's name and publish
+   version, predictions and results in one transaction (only while the attempt
+   owns the round: worker/round_state.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +36,14 @@ from models.db import session_scope
 from models.labels import labeled_images, unlabeled_pool
 from models.settings import Settings
 
+from .backbone import SEED, configured_key, features_through_cache, pristine_key
+from .head import MIN_VALIDATION_FOR_TEMPERATURE, VALIDATION_FRACTION, validation_split
+from .head import temperature as head_temperature
 from .launch import RoundError, check_trainable
 from .publish import publish
 from .round_state import AttemptSuperseded, Cancelled, Progress
 
 log = logging.getLogger(__name__)
-
-VALIDATION_FRACTION = 0.15
-MIN_VALIDATION_FOR_TEMPERATURE = 10
-SEED = 0
 
 
 @dataclass
@@ -93,41 +94,14 @@ def load_round_data(settings: Settings, round_id: int) -> RoundData:
         )
 
 
-@lru_cache(maxsize=16)
-def _file_digest(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _backbone_key(source: str | None, input_size: int) -> str:
-    import tensorflow as tf
-
-    from worker.ml.feature_store import backbone_key
-
-    digest = None
-    if source not in (None, "imagenet"):
-        stat = Path(source).stat()
-        digest = _file_digest(source, stat.st_size, stat.st_mtime)
-    return backbone_key(source, input_size, seed=SEED, weights_digest=digest,
-                        tf_version=tf.__version__)
-
-
-def pristine_key(clf, input_size: int) -> str:
-    return _backbone_key(clf.weights_source, input_size)
-
-
 def configured_backbone_key(settings: Settings) -> str:
     """The pristine backbone the settings ask for now, without building it."""
-    from worker.ml.weights import WeightsError, resolve_backbone_weights
+    from worker.ml.weights import WeightsError
 
     try:
-        source, _, _ = resolve_backbone_weights(settings.backbone_weights)
+        return configured_key(settings.backbone_weights, settings.input_size)
     except WeightsError as exc:
         raise RoundError(str(exc)) from exc
-    return _backbone_key(source, settings.input_size)
 
 
 def lineage_backbone_key(version) -> str | None:
@@ -188,31 +162,23 @@ def cached_features(settings: Settings, clf, key: str, data: RoundData, image_id
                     progress: Progress) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], int]:
     """Features for ``image_ids``: from the cache, computing (and caching) the rest.
 
-    Returns (features, ok mask, failures, how many came from the cache).
+    Returns (features, ok mask, failures as (image id, reason), how many came from the cache).
     """
-    from worker.ml.feature_store import FeatureStore
-    from worker.ml.network import FEATURE_DIM
+    counts = {}
 
-    store = FeatureStore(settings.storage_dir / "features", key)
-    shas = [data.images[i][0] for i in image_ids]
-    feats, found = store.get_many(shas, FEATURE_DIM)
-    missing = np.flatnonzero(~found)
-    progress.units(len(missing))  # cached cells cost (next to) nothing
-    failures: list[tuple[int, str]] = []
-    ok = found.copy()
-    if len(missing):
-        computed, computed_ok = clf.features(
-            [settings.storage_dir / data.images[image_ids[i]][1] for i in missing],
-            settings.batch_size, failures=failures,
-            progress=lambda done, total: progress(
-                done / max(total, 1),
-                f"reading cells: {done}/{total} ({len(image_ids) - len(missing)} cached)"),
-        )
-        feats[missing] = computed
-        ok[missing] = computed_ok
-        store.put_many(shas, feats, missing[computed_ok])
-        failures = [(image_ids[missing[i]], why) for i, why in failures]
-    return feats, ok, failures, int(found.sum())
+    def missing(n: int) -> None:
+        counts["missing"] = n
+        progress.units(n)  # cached cells cost (next to) nothing
+
+    feats, ok, failures, cached = features_through_cache(
+        settings.storage_dir / "features", key, [data.images[i][0] for i in image_ids],
+        lambda rows: [settings.storage_dir / data.images[image_ids[r]][1] for r in rows],
+        lambda: clf, settings.batch_size, on_missing=missing,
+        progress=lambda done, total: progress(
+            done / max(total, 1),
+            f"reading cells: {done}/{total} ({len(image_ids) - counts['missing']} cached)"),
+    )
+    return feats, ok, [(image_ids[r], why) for r, why in failures], cached
 
 
 def _unreadable_warning(settings: Settings, failed: list[tuple[int, str]]) -> str:
@@ -224,11 +190,171 @@ def _unreadable_warning(settings: Settings, failed: list[tuple[int, str]]) -> st
     return f"{len(failed)} image(s) could not be read and were skipped, e.g. {examples}"
 
 
-def fine_tune_if_better(settings: Settings, clf, data: RoundData, image_ids: list[int],
-                        train_rows: np.ndarray, y_all: np.ndarray, fit: np.ndarray,
-                        val: np.ndarray, feats: np.ndarray, progress: Progress,
-                        history: dict, metrics_out: dict) -> bool:
-    """Phase 2, kept only if it lowers the validation loss below phase 1's.
+@dataclass
+class RoundState:
+    """One round's state as its steps fill it in (train_round runs the steps in order)."""
+
+    settings: Settings
+    round_id: int
+    progress: Progress
+    data: RoundData
+    fine_tune: bool
+    t0: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # build_network
+    clf: Any = None
+    feature_key: str = ""
+    parent_id: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    # read_features: each cell once (a trusted reference label puts a pool cell
+    # in both the training set and the pool), its row in feats.
+    image_ids: list[int] = field(default_factory=list)
+    row_of: dict[int, int] = field(default_factory=dict)
+    feats: np.ndarray | None = None
+    ok: np.ndarray | None = None
+    # split_labels
+    index_of: dict[int, int] = field(default_factory=dict)
+    train_rows: np.ndarray | None = None
+    y_all: np.ndarray | None = None
+    fit: np.ndarray | None = None
+    val: np.ndarray | None = None
+    # train_head, fine_tune_if_better
+    history: dict[str, Any] = field(default_factory=dict)
+    fine_tune_info: dict[str, Any] = field(default_factory=dict)
+    # evaluate
+    temperature: float = 1.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    n_test: int = 0
+    pool_ids: list[int] = field(default_factory=list)
+    probs: np.ndarray | None = None
+
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(zip(self.data.class_ids, self.data.class_names))
+
+    def phase(self, name: str, message: str) -> None:
+        self.progress.phase(*self.spans[name], message, name=name)
+
+    @property
+    def spans(self) -> dict[str, tuple[float, float]]:
+        """Where the progress bar's time goes, by step."""
+        ft = self.fine_tune
+        return {"build": (0.0, 0.03), "features": (0.03, 0.45 if ft else 0.85),
+                "head": (0.45, 0.5) if ft else (0.85, 0.95), "fine_tune": (0.5, 0.8),
+                "refeature": (0.8, 0.95), "publish": (0.95, 1.0)}
+
+    def train_paths(self) -> list[Path]:
+        return [self.settings.storage_dir / self.data.images[self.image_ids[r]][1]
+                for r in self.train_rows]
+
+
+def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
+    from worker.ml.train import TrainingCancelled
+
+    st = start(settings, round_id, progress)
+    build_network(st)
+    read_features(st)
+    split_labels(st)
+    try:
+        train_head(st)
+        fine_tune_if_better(st)
+    except TrainingCancelled as exc:
+        # Stopped on request: by the admin, or because this attempt was superseded.
+        if progress.superseded():
+            raise AttemptSuperseded(round_id) from exc
+        raise Cancelled() from exc
+    evaluate(st)
+    progress.check()
+    save_and_publish(st)
+    next_review_round(settings, st.data.project_id)
+
+
+def start(settings: Settings, round_id: int, progress: Progress) -> RoundState:
+    """Read the round's data once; refuse a round that cannot learn; plan its phases."""
+    data = load_round_data(settings, round_id)
+    check_trainable(label_counts_of(data.train), dict(zip(data.class_ids, data.class_names)),
+                    data.min_per_class)
+    fine_tune = data.fine_tune_blocks > 0 and settings.fine_tune_epochs > 0
+    st = RoundState(settings, round_id, progress, data, fine_tune, warnings=list(data.warnings))
+    progress.plan(round_plan(settings, data, fine_tune))
+    return st
+
+
+def build_network(st: RoundState) -> None:
+    from worker.ml import precision
+
+    settings, data = st.settings, st.data
+    st.phase("build", "building the network")
+    policy = precision.configure(settings.mixed_precision)
+    st.clf, st.feature_key, st.parent_id = build_classifier(settings, data, st.warnings)
+    st.config = {
+        "input_size": settings.input_size, "backbone_weights": st.clf.backbone_weights,
+        "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
+        "fine_tune_blocks": data.fine_tune_blocks if st.fine_tune else 0,
+        "fine_tune_epochs": settings.fine_tune_epochs if st.fine_tune else 0,
+        "warm_start_from": st.parent_id, "precision": policy, "classes": data.class_names,
+        # Which pristine backbone this model descends from, for later warm starts.
+        "backbone_key": (lineage_backbone_key(data.active) if st.parent_id else None)
+        or st.feature_key,
+    }
+    st.progress.record(warnings=st.warnings, config=st.config)
+    st.timings["build_s"] = time.perf_counter() - st.t0
+    st.progress.check()
+
+
+def read_features(st: RoundState) -> None:
+    data = st.data
+    st.image_ids = list(dict.fromkeys([i for i, _ in data.train + data.test] + data.pool))
+    st.row_of = {image_id: row for row, image_id in enumerate(st.image_ids)}
+    st.phase("features", "reading cells")
+    t = time.perf_counter()
+    st.feats, st.ok, failures, st.timings["features_cached"] = cached_features(
+        st.settings, st.clf, st.feature_key, data, st.image_ids, st.progress)
+    st.timings["features_s"] = time.perf_counter() - t
+    if failures:
+        st.warnings.append(_unreadable_warning(st.settings, failures))
+        st.progress.record(warnings=st.warnings)
+
+
+def split_labels(st: RoundState) -> None:
+    """The readable training cells, their labels, and the validation split."""
+    data, ok, row_of = st.data, st.ok, st.row_of
+    st.index_of = {cid: k for k, cid in enumerate(data.class_ids)}
+    st.train_rows = np.array([row_of[i] for i, _ in data.train if ok[row_of[i]]],
+                             dtype=np.int64)
+    st.y_all = np.array([st.index_of[c] for i, c in data.train if ok[row_of[i]]],
+                        dtype=np.int64)
+    check_trainable(label_counts_of([(0, data.class_ids[k]) for k in st.y_all]), st.names,
+                    data.min_per_class)
+    st.fit, st.val = validation_split(st.y_all, SEED)
+    if not len(st.val):
+        st.warnings.append("Too few labels for a validation split: no early stopping, "
+                           "and suggestions are not calibrated (temperature 1).")
+
+
+def train_head(st: RoundState) -> None:
+    """Phase 1: the head on cached features (a frozen base)."""
+    settings, progress = st.settings, st.progress
+    st.phase("head", "training the classifier head")
+    t = time.perf_counter()
+    rows, y = st.train_rows, st.y_all
+    head = st.clf.fit_head(
+        st.feats[rows[st.fit]], y[st.fit], epochs=settings.head_epochs,
+        batch_size=settings.batch_size, warm=st.parent_id is not None,
+        validation=(st.feats[rows[st.val]], y[st.val]),
+        progress=lambda ep, total, logs: progress(
+            ep / max(total, 1), f"head: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
+            force=True),
+        should_stop=progress.cancelled,
+    )
+    st.history["head"] = head.history
+    st.timings["head_s"] = time.perf_counter() - t
+
+
+def fine_tune_if_better(st: RoundState) -> None:
+    """Phase 2 (when the project asks), kept only if it lowers the validation loss
+    below phase 1's; then the cells are read again with the new backbone.
 
     Early stopping picks the best fine-tuning epoch, but even that can be worse
     than the head alone (a small set, a randomly initialised backbone); then
@@ -236,10 +362,21 @@ def fine_tune_if_better(settings: Settings, clf, data: RoundData, image_ids: lis
     """
     from worker.ml import calibration
 
-    paths = [settings.storage_dir / data.images[image_ids[r]][1] for r in train_rows]
+    if not st.fine_tune:
+        return
+    if not len(st.val):
+        st.warnings.append("Fine-tuning skipped: it needs a validation split to tell whether "
+                           "it helped, and there are too few labels for one.")
+        return
+    settings, clf, progress, data = st.settings, st.clf, st.progress, st.data
+    fit, val, y_all = st.fit, st.val, st.y_all
+    st.phase("fine_tune", "fine-tuning the top blocks")
+    t = time.perf_counter()
+    paths = st.train_paths()
     before = clf.model.get_weights()
-    loss_before = calibration.nll(clf.logits_features(feats[train_rows[val]]), y_all[val], 1.0)
-    history["fine_tune"] = clf.fine_tune(
+    loss_before = calibration.nll(clf.logits_features(st.feats[st.train_rows[val]]),
+                                  y_all[val], 1.0)
+    st.history["fine_tune"] = clf.fine_tune(
         [paths[i] for i in fit], y_all[fit], [paths[i] for i in val], y_all[val],
         blocks=data.fine_tune_blocks, epochs=settings.fine_tune_epochs,
         batch_size=settings.batch_size, seed=SEED,
@@ -253,133 +390,44 @@ def fine_tune_if_better(settings: Settings, clf, data: RoundData, image_ids: lis
     kept = loss_after < loss_before
     if not kept:
         clf.model.set_weights(before)
-    metrics_out.update(kept=bool(kept), blocks=data.fine_tune_blocks,
-                       val_loss_before=float(loss_before), val_loss_after=float(loss_after))
-    return kept
+    st.fine_tune_info.update(kept=bool(kept), blocks=data.fine_tune_blocks,
+                             val_loss_before=float(loss_before),
+                             val_loss_after=float(loss_after))
+    st.timings["fine_tune_s"] = time.perf_counter() - t
+    if not kept:
+        progress.skip("refeature")
+        st.warnings.append(
+            "Fine-tuning did not improve the validation loss "
+            f"({loss_before:.3f} before, {loss_after:.3f} after); the head-only model was kept.")
+        return
+    # The backbone changed: its features are this attempt's own (another
+    # attempt at the round never shares or overwrites them).
+    st.feature_key = attempt_feature_key(st.round_id, progress.token)
+    st.phase("refeature", "re-reading cells with the fine-tuned backbone")
+    t = time.perf_counter()
+    st.feats, ok2, _, _ = cached_features(settings, clf, st.feature_key, data, st.image_ids,
+                                          progress)
+    st.ok &= ok2
+    st.timings["refeature_s"] = time.perf_counter() - t
 
 
-def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
-    from worker.ml import calibration, embeddings, precision
+def evaluate(st: RoundState) -> None:
+    """Temperature on validation, metrics on the test split, calibrated pool predictions."""
+    from worker.ml import calibration
     from worker.ml.evaluate import classification_metrics
-    from worker.ml.train import (
-        TrainingCancelled, stratified_validation_split, wants_validation,
-    )
 
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    data = load_round_data(settings, round_id)
-    names = dict(zip(data.class_ids, data.class_names))
-    check_trainable(label_counts_of(data.train), names, data.min_per_class)
-    fine_tune = data.fine_tune_blocks > 0 and settings.fine_tune_epochs > 0
-    # Where the progress bar's time goes, by step.
-    spans = {"build": (0.0, 0.03), "features": (0.03, 0.45 if fine_tune else 0.85),
-             "head": (0.45, 0.5) if fine_tune else (0.85, 0.95), "fine_tune": (0.5, 0.8),
-             "refeature": (0.8, 0.95), "publish": (0.95, 1.0)}
-
-    progress.plan(round_plan(settings, data, fine_tune))
-    progress.phase(*spans["build"], "building the network", name="build")
-    policy = precision.configure(settings.mixed_precision)
-    warnings: list[str] = list(data.warnings)
-    clf, feature_key, parent_id = build_classifier(settings, data, warnings)
-    config = {
-        "input_size": settings.input_size, "backbone_weights": clf.backbone_weights,
-        "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
-        "fine_tune_blocks": data.fine_tune_blocks if fine_tune else 0,
-        "fine_tune_epochs": settings.fine_tune_epochs if fine_tune else 0,
-        "warm_start_from": parent_id, "precision": policy, "classes": data.class_names,
-        # Which pristine backbone this model descends from, for later warm starts.
-        "backbone_key": (lineage_backbone_key(data.active) if parent_id else None) or feature_key,
-    }
-    progress.record(warnings=warnings, config=config)
-    timings["build_s"] = time.perf_counter() - t0
-    progress.check()
-
-    # Each cell once (a trusted reference label puts a pool cell in both the
-    # training set and the pool).
-    image_ids = list(dict.fromkeys([i for i, _ in data.train + data.test] + data.pool))
-    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
-    progress.phase(*spans["features"], "reading cells", name="features")
-    t = time.perf_counter()
-    feats, ok, failures, timings["features_cached"] = cached_features(
-        settings, clf, feature_key, data, image_ids, progress)
-    timings["features_s"] = time.perf_counter() - t
-    if failures:
-        warnings.append(_unreadable_warning(settings, failures))
-        progress.record(warnings=warnings)
-
-    index_of = {cid: k for k, cid in enumerate(data.class_ids)}
-    train_rows = np.array([row_of[i] for i, _ in data.train if ok[row_of[i]]], dtype=np.int64)
-    y_all = np.array([index_of[c] for i, c in data.train if ok[row_of[i]]], dtype=np.int64)
-    check_trainable(label_counts_of([(0, data.class_ids[k]) for k in y_all]), names,
-                    data.min_per_class)
-    if wants_validation(y_all):
-        fit, val = stratified_validation_split(y_all, VALIDATION_FRACTION, SEED)
-    else:
-        fit, val = np.arange(len(y_all)), np.zeros(0, dtype=np.int64)
-        warnings.append("Too few labels for a validation split: no early stopping, "
-                        "and suggestions are not calibrated (temperature 1).")
-
-    progress.phase(*spans["head"], "training the classifier head", name="head")
-    t = time.perf_counter()
-    history: dict[str, Any] = {}
-    fine_tune_info: dict[str, Any] = {}
-    try:
-        head = clf.fit_head(
-            feats[train_rows[fit]], y_all[fit], epochs=settings.head_epochs,
-            batch_size=settings.batch_size, warm=parent_id is not None,
-            validation=(feats[train_rows[val]], y_all[val]),
-            progress=lambda ep, total, logs: progress(
-                ep / max(total, 1), f"head: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
-                force=True),
-            should_stop=progress.cancelled,
-        )
-        history["head"] = head.history
-        timings["head_s"] = time.perf_counter() - t
-
-        if fine_tune and not len(val):
-            warnings.append("Fine-tuning skipped: it needs a validation split to tell whether "
-                            "it helped, and there are too few labels for one.")
-        elif fine_tune:
-            progress.phase(*spans["fine_tune"], "fine-tuning the top blocks", name="fine_tune")
-            t = time.perf_counter()
-            kept = fine_tune_if_better(settings, clf, data, image_ids, train_rows, y_all, fit,
-                                       val, feats, progress, history, metrics_out=fine_tune_info)
-            timings["fine_tune_s"] = time.perf_counter() - t
-            if kept:
-                # The backbone changed: its features are this attempt's own
-                # (another attempt at the round never shares or overwrites them).
-                feature_key = attempt_feature_key(round_id, progress.token)
-                progress.phase(*spans["refeature"], "re-reading cells with the fine-tuned backbone",
-                               name="refeature")
-                t = time.perf_counter()
-                feats, ok2, _, _ = cached_features(settings, clf, feature_key, data, image_ids,
-                                                   progress)
-                ok &= ok2
-                timings["refeature_s"] = time.perf_counter() - t
-            else:
-                progress.skip("refeature")
-                warnings.append(
-                    "Fine-tuning did not improve the validation loss "
-                    f"({fine_tune_info['val_loss_before']:.3f} before, "
-                    f"{fine_tune_info['val_loss_after']:.3f} after); the head-only model was kept.")
-    except TrainingCancelled as exc:
-        # Stopped on request: by the admin, or because this attempt was superseded.
-        if progress.superseded():
-            raise AttemptSuperseded(round_id) from exc
-        raise Cancelled() from exc
-
-    progress.phase(*spans["publish"], "evaluating and ranking", name="publish")
-    logits = clf.logits_features(feats)
+    data, ok, row_of = st.data, st.ok, st.row_of
+    st.phase("publish", "evaluating and ranking")
+    logits = st.clf.logits_features(st.feats)
+    val, fit, y_all, train_rows = st.val, st.fit, st.y_all, st.train_rows
     y_val, val_rows = y_all[val], train_rows[val]
-    metrics: dict[str, Any] = {"history": history,
-                               "epochs_run": len(history["head"].get("loss", []))}
-    if fine_tune_info:
-        metrics["fine_tune"] = fine_tune_info
-    temperature = 1.0
-    if len(val) >= MIN_VALIDATION_FOR_TEMPERATURE:
-        temperature = calibration.fit_temperature(logits[val_rows], y_val)
-    elif len(val):
-        warnings.append(f"Only {len(val)} validation cells: suggestions are not calibrated.")
+    metrics: dict[str, Any] = {"history": st.history,
+                               "epochs_run": len(st.history["head"].get("loss", []))}
+    if st.fine_tune_info:
+        metrics["fine_tune"] = st.fine_tune_info
+    temperature = head_temperature(logits[val_rows], y_val)
+    if 0 < len(val) < MIN_VALIDATION_FOR_TEMPERATURE:
+        st.warnings.append(f"Only {len(val)} validation cells: suggestions are not calibrated.")
     if len(val):
         metrics["validation"] = {
             "n": int(len(val)), "temperature": temperature,
@@ -391,53 +439,60 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
         }
     test_rows = np.array([row_of[i] for i, _ in data.test if ok[row_of[i]]], dtype=np.int64)
     if len(test_rows):
-        y_test = np.array([index_of[c] for i, c in data.test if ok[row_of[i]]])
+        y_test = np.array([st.index_of[c] for i, c in data.test if ok[row_of[i]]])
         p_test = calibration.softmax(logits[test_rows], temperature)
         metrics["test"] = classification_metrics(y_test, p_test.argmax(1), data.class_names)
         metrics["test"]["ece"] = calibration.expected_calibration_error(p_test, y_test)
     else:
-        warnings.append("The test split has no labeled cells; no test metrics.")
+        st.warnings.append("The test split has no labeled cells; no test metrics.")
     fit_rows = train_rows[fit]
     metrics["train_accuracy"] = float((logits[fit_rows].argmax(1) == y_all[fit]).mean())
 
     # The labeled pool cells are scored too (their logits are here already): the
     # curator's queue lists final labels a confident model contradicts, and the
     # newest model is the one to ask.  The test split never gets suggestions.
-    pool_ids = [i for i in dict.fromkeys(data.pool + [i for i, _ in data.train])
-                if ok[row_of[i]]]
-    pool_rows = np.array([row_of[i] for i in pool_ids], dtype=np.int64)
-    probs = calibration.softmax(logits[pool_rows], temperature) if len(pool_rows) \
+    st.pool_ids = [i for i in dict.fromkeys(data.pool + [i for i, _ in data.train])
+                   if ok[row_of[i]]]
+    pool_rows = np.array([row_of[i] for i in st.pool_ids], dtype=np.int64)
+    st.probs = calibration.softmax(logits[pool_rows], temperature) if len(pool_rows) \
         else np.zeros((0, len(data.class_ids)), dtype=np.float32)
+    st.temperature, st.metrics, st.n_test = temperature, metrics, int(len(test_rows))
 
-    progress.check()
+
+def save_and_publish(st: RoundState) -> None:
+    """Save the model atomically and publish version, predictions and results at once."""
+    from worker.ml import embeddings
+
+    settings, data, clf = st.settings, st.data, st.clf
     # Written under this attempt's own name: another attempt at the round (one
     # given up on and still running somewhere) never overwrites the file a
     # published version points at.
-    artifact = attempt_artifact(data.project_id, round_id, progress.token)
+    artifact = attempt_artifact(data.project_id, st.round_id, st.progress.token)
     t = time.perf_counter()
     (settings.storage_dir / artifact).parent.mkdir(parents=True, exist_ok=True)
     published = False
     try:
         clf.save(settings.storage_dir / artifact)
-        seen = np.flatnonzero(ok)
+        seen = np.flatnonzero(st.ok)
         embeddings.save(embeddings.embeddings_path(settings.storage_dir / artifact),
-                        np.asarray(image_ids)[seen], embeddings.project(feats[seen]))
-        timings["save_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0
-        publish(settings, round_id, data.project_id, token=progress.token, version_values=dict(
-            artifact_path=str(artifact), class_ids=data.class_ids, input_size=clf.input_size,
-            backbone_weights=clf.backbone_weights, metrics=metrics, temperature=temperature,
-            n_train=int(len(y_all)), config=config, feature_key=feature_key,
-            parent_version_id=parent_id,
-        ), pool_ids=pool_ids, probs=probs, round_values=dict(
-            warnings=warnings, timings=timings, n_train=int(len(y_all)),
-            n_test=int(len(test_rows)),
-        ))
+                        np.asarray(st.image_ids)[seen], embeddings.project(st.feats[seen]))
+        st.timings["save_s"] = time.perf_counter() - t
+        st.timings["total_s"] = time.perf_counter() - st.t0
+        n_train = int(len(st.y_all))
+        publish(settings, st.round_id, data.project_id, token=st.progress.token,
+                version_values=dict(
+                    artifact_path=str(artifact), class_ids=data.class_ids,
+                    input_size=clf.input_size, backbone_weights=clf.backbone_weights,
+                    metrics=st.metrics, temperature=st.temperature, n_train=n_train,
+                    config=st.config, feature_key=st.feature_key,
+                    parent_version_id=st.parent_id),
+                pool_ids=st.pool_ids, probs=st.probs,
+                round_values=dict(warnings=st.warnings, timings=st.timings, n_train=n_train,
+                                  n_test=st.n_test))
         published = True
     finally:
         if not published:
             remove_artifact(settings, artifact)
-    next_review_round(settings, data.project_id)
 
 
 def attempt_artifact(project_id: int, round_id: int, token: str | None) -> Path:

@@ -55,23 +55,18 @@ def train_round_head(x: np.ndarray, y: np.ndarray, num_classes: int, config: Hea
     """The production round's head: validation split, early stopping, temperature."""
     import keras
 
-    from worker.ml.train import stratified_validation_split, train_head, wants_validation
-    from worker.training import MIN_VALIDATION_FOR_TEMPERATURE, VALIDATION_FRACTION
+    from worker.head import temperature as head_temperature
+    from worker.head import validation_split
+    from worker.ml.train import train_head
 
-    if wants_validation(y):
-        fit, val = stratified_validation_split(y, VALIDATION_FRACTION, seed)
-    else:
-        fit, val = np.arange(len(y)), np.zeros(0, dtype=np.int64)
+    fit, val = validation_split(y, seed)
     result = train_head(x[fit], y[fit], num_classes, epochs=config.epochs,
                         batch_size=config.batch_size, dropout=HEAD_DROPOUT, seed=seed,
                         validation=(x[val], y[val]))
     # The simulator builds hundreds of small models in one process.
     keras.backend.clear_session()
     kernel, bias = result.weights
-    temperature = 1.0
-    if len(val) >= MIN_VALIDATION_FOR_TEMPERATURE:
-        temperature = calibration.fit_temperature(x[val] @ kernel + bias, y[val])
-    return Head(kernel, bias, temperature)
+    return Head(kernel, bias, head_temperature(x[val] @ kernel + bias, y[val]))
 
 
 def evaluate(head: Head, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> tuple[float, float]:
