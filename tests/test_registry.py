@@ -25,7 +25,7 @@ from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 from worker.celery_app import SCORE_QUEUE, SCORE_VERSION
 from worker.launch import create_round
-from worker.publish import activate
+from worker.activation import activate
 from worker.rounds import run_round
 from worker.scoring import score_version
 

@@ -12,6 +12,8 @@ from models import ModelVersion, Prediction, RoundStatus, TrainingRound, utcnow
 from models.db import session_scope
 from models.settings import Settings
 
+from .activation import activate
+
 # Feature caches of this many recent versions (plus the active one) are kept.
 KEEP_FEATURE_SETS = 3
 INSERT_CHUNK = 2000
@@ -52,18 +54,6 @@ def store_predictions(session: Session, version: ModelVersion, image_ids: list[i
     for start in range(0, len(rows), INSERT_CHUNK):
         session.execute(Prediction.__table__.insert(), rows[start:start + INSERT_CHUNK])
     return len(rows)
-
-
-def activate(session: Session, version: ModelVersion) -> None:
-    """Make ``version`` its project's only active model (the caller commits)."""
-    session.execute(update(ModelVersion)
-                    .where(ModelVersion.project_id == version.project_id,
-                           ModelVersion.id != version.id, ModelVersion.is_active)
-                    .values(is_active=False))
-    # Flushed first: the partial unique index allows one active row at a time.
-    session.flush()
-    version.is_active = True
-    version.activated_at = utcnow()
 
 
 def publish(settings: Settings, round_id: int, project_id: int, *, token: str | None = None,

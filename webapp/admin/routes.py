@@ -10,7 +10,7 @@ from models.fine_tune_cost import fine_tune_costs
 from models.labels import ReadingRules, unsettled_by
 from worker.celery_app import SCORE_VERSION
 from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
-from worker.publish import activate
+from worker.activation import activate
 
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
