@@ -1,18 +1,22 @@
 """Getting data out of hemaloop: labels (CSV, JSON Lines), class folders (zip), the model
 as a package (zip), the agreement report (CSV).
 
-Plain library code: generators of bytes that a Flask route streams, the CLI writes
-to a file and an API route can return as they are.  No Flask here (webapp/exports/routes.py
-holds the pages), and no TensorFlow: the model package copies the .keras file.
+Library code: generators of bytes that a Flask route streams, the CLI writes to a
+file and an API route can return as they are (``export_stream`` picks one by format
+name).  Only routes.py (the Export page) imports Flask, and nothing here imports
+TensorFlow: the model package copies the .keras file.
 """
 
 from .agreement import agreement_csv
 from .filters import ExportError, Filters, parse_filters
 from .folders import folders_zip
+from .formats import FORMATS, export_stream
 from .labels import count_cells, iter_label_rows, labels_csv, labels_jsonl
 from .model_package import model_package_zip, package_version
 
 __all__ = [
+    "FORMATS",
+    "export_stream",
            "ExportError",
            "Filters",
            "agreement_csv",

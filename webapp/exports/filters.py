@@ -16,7 +16,11 @@ STATES = (OPEN, FINAL, EXCLUDED, DISPUTED, FLAGGED, LABELED)
 
 class ExportError(ValueError):
     """A request the export cannot serve (an unknown class, a bad date, no model…);
-    the message is meant for the person who asked."""
+    the message is meant for the person who asked, ``status`` for an HTTP answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)

@@ -55,12 +55,13 @@ def package_version(session: Session, project: Project, version_id: int | None =
     if version_id is not None:
         version = session.get(ModelVersion, version_id)
         if version is None or version.project_id != project.id:
-            raise ExportError(f"Project {project.name} has no model version {version_id}.")
+            raise ExportError(f"Project {project.name} has no model version {version_id}.", 404)
         return version
     version = session.scalar(select(ModelVersion).where(
         ModelVersion.project_id == project.id, ModelVersion.is_active))
     if version is None:
-        raise ExportError(f"Project {project.name} has no active model yet: run a round first.")
+        raise ExportError(f"Project {project.name} has no active model yet: run a round first.",
+                          409)
     return version
 
 
@@ -129,7 +130,8 @@ def model_package_zip(session: Session, project: Project, storage_dir: Path,
     """The package's bytes, streamed; ExportError (before any byte) if the file is gone."""
     artifact = Path(storage_dir) / version.artifact_path
     if not artifact.is_file():
-        raise ExportError(f"The file of model version {version.id} is missing from the store.")
+        raise ExportError(f"The file of model version {version.id} is missing from the store.",
+                          410)
     card = json.dumps(model_card(session, project, version), indent=2).encode()
     readme = README.format(project=project.name, version=version.id).encode()
     members = [
