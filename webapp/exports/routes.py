@@ -7,7 +7,14 @@ shows a reader (blind reading hides even the model's view), and the whole data s
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, render_template, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    render_template,
+    request,
+    stream_with_context,
+)
 from sqlalchemy import select
 
 from models import ModelVersion, Project, Role
