@@ -18,6 +18,7 @@ from flask import (
 from sqlalchemy import select
 
 from models import ModelVersion, Project, Role
+from models.db import get_sessionmaker
 
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
@@ -33,16 +34,37 @@ def export_response(project: Project, format_name: str, args) -> Response:
 
     Raises ExportError (with its ``status``) before streaming anything; the
     API's routes can call this as it is and turn the error into JSON.
+
+    The stream reads through a session of its own: the request's session is
+    closed at teardown, which comes before the body is sent.
     """
-    db = get_db()
-    filters = parse_filters(project, args.getlist("state"), args.get("class") or None,
-                            args.get("since") or None)
-    version = args.get("version") or None
-    if version is not None and not version.isdigit():
-        raise ExportError(f"'{version}' is not a model version number.")
-    export = export_stream(db, project, format_name, current_app.config["HEMALOOP"].storage_dir,
-                           filters=filters, version_id=int(version) if version else None)
-    response = Response(stream_with_context(export.chunks), mimetype=export.format.mimetype)
+    settings = current_app.config["HEMALOOP"]
+    session = get_sessionmaker(settings.database_url)()
+    try:
+        project = session.get(Project, project.id)
+        filters = parse_filters(project, args.getlist("state"), args.get("class") or None,
+                                args.get("since") or None)
+        version = args.get("version") or None
+        if version is not None and not version.isdigit():
+            raise ExportError(f"'{version}' is not a model version number.")
+        export = export_stream(session, project, format_name, settings.storage_dir,
+                               filters=filters, version_id=int(version) if version else None)
+    except BaseException:
+        session.close()
+        raise
+
+    def body():
+        try:
+            yield from export.chunks
+        except Exception:
+            # Too late for an error status: the download ends short, and the log says why.
+            current_app.logger.exception("export of project %s (%s) failed midway",
+                                         project.id, export.format.name)
+            raise
+        finally:
+            session.close()
+
+    response = Response(stream_with_context(body()), mimetype=export.format.mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{export.filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
