@@ -389,7 +389,9 @@ def test_model_package_predicts_like_the_server(tmp_path, sqlite_url):
     assert archive.read("model.keras") == artifact.read_bytes()  # copied, not re-saved
     card = json.loads(archive.read("model_card.json"))
     assert card["class_ids"] == class_ids and card["input_size"] == 75
-    assert card["classes"] == ["basophil", "eosinophil", "lymphocyte", "platelet"]
+    with session_scope(settings.database_url) as s:
+        names = {c.id: c.name for c in s.get(Project, pid).classes}
+    assert card["classes"] == [names[i] for i in class_ids]  # the network's output order
     assert card["temperature"] == pytest.approx(version.temperature)
     assert card["metrics"]["test"]["n"] > 0 and card["backbone_weights"]
     counts = card["label_counts_at_export"]
