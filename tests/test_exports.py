@@ -417,3 +417,11 @@ def test_model_package_predicts_like_the_server(tmp_path, sqlite_url):
     assert first["class"] == card["classes"][class_ids.index(top.predicted_class_id)]
     assert first["confidence"] == pytest.approx(top.confidence, abs=1e-4)
     assert len(first["top3"]) == 3
+
+    # And as a script, the way the README shows it.
+    image = next(iter(paths.values()))
+    script = subprocess.run([sys.executable, "-I", str(package / "predict.py"), image],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert script.returncode == 0, script.stderr[-3000:]
+    assert json.loads(script.stdout.strip().splitlines()[-1])["class"] == first["class"]
