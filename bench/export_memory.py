@@ -4,8 +4,8 @@ Self-contained: a fresh SQLite database under a temporary folder, one pbc8 proje
 of N cells (default 100,000), two readers' votes on every cell (k = 2, a tenth of
 them disputed), an active model's predictions on all of them; then the CSV export
 is streamed to nowhere, once timed and once under tracemalloc for the peak.  The peak
-should stay
-flat as N grows (a chunk of 1,000 cells at a time), far below the export's size.
+should stay flat as N grows (a chunk of 1,000 cells at a time), far below the
+export's size.
 
 Last line: ``export_csv_peak_mib: X`` (tracemalloc peak during the export).
 
