@@ -286,6 +286,11 @@ def test_export_page_roles_and_downloads(app, settings, tmp_path):
     table = list(csv.DictReader(io.StringIO(response.text)))
     assert [int(r["cell_id"]) for r in table] == [c["disputed"]]
 
+    # The page's form as sent with every filter left at "any".
+    everything = curator.get(f"/exports/projects/{pid}/download?format=csv&state=&class="
+                             "&since=&version=")
+    assert len(list(csv.DictReader(io.StringIO(everything.text)))) == 5
+
     jsonl = curator.get(f"/exports/projects/{pid}/download?format=jsonl&state=excluded")
     assert [json.loads(x)["cell_id"] for x in jsonl.text.splitlines()] == [c["flagged"]]
     assert curator.get(f"/exports/projects/{pid}/download?format=agreement").status_code == 200
@@ -398,6 +403,21 @@ def test_model_package_predicts_like_the_server(tmp_path, sqlite_url):
     assert sum(counts["train"].values()) + sum(counts["test"].values()) == 100
     package = tmp_path / "package"
     archive.extractall(package)
+
+    # The Export page streams the same package (the card's export time aside).
+    from webapp import create_app
+
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    make_user(settings, "root", "admin")
+    response = LoggedIn(app.test_client(), "root").get(
+        f"/exports/projects/{pid}/download?format=model")
+    assert response.status_code == 200 and response.is_streamed
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="pkg-model-v{version.id}.zip"')
+    downloaded = zipfile.ZipFile(io.BytesIO(response.data))
+    assert downloaded.namelist() == archive.namelist()
+    assert downloaded.read("model.keras") == archive.read("model.keras")
 
     # A fresh interpreter, run from elsewhere, with no hemaloop on its path.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HEMALOOP"))}
