@@ -353,8 +353,11 @@ model = CellModel(sys.argv[1])
 paths = json.loads(sys.argv[2])
 probs = model.probabilities(paths)
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("models", "webapp", "worker"))
+predicted = model.predict(paths[:1])
+model.temperature = 1.0  # what a reader of the bare model output would get
+uncalibrated = model.probabilities(paths)
 print(json.dumps({"classes": model.classes, "probs": probs.tolist(), "leaked": leaked,
-                  "predict": model.predict(paths[:1])}))
+                  "predict": predicted, "uncalibrated": uncalibrated.tolist()}))
 """
 
 
@@ -432,6 +435,10 @@ def test_model_package_predicts_like_the_server(tmp_path, sqlite_url):
         server = stored[image_id].probabilities
         for k, cid in enumerate(class_ids):
             assert row[k] == pytest.approx(server[str(cid)], abs=1e-4)
+    # The comparison can tell: without the temperature the numbers are off.
+    assert max(abs(row[k] - stored[i].probabilities[str(cid)])
+               for row, i in zip(answer["uncalibrated"], paths)
+               for k, cid in enumerate(class_ids)) > 1e-3
     first = answer["predict"][0]
     top = stored[next(iter(paths))]
     assert first["class"] == card["classes"][class_ids.index(top.predicted_class_id)]
