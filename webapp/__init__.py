@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .api import bp as api_bp
     from .auth import bp as auth_bp
     from .curate import bp as curate_bp
+    from .exports.routes import bp as exports_bp
     from .images import bp as images_bp
     from .label import bp as label_bp
 
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(images_bp)
+    app.register_blueprint(exports_bp)
 
     from .errors import register_error_handlers
 

@@ -353,6 +353,69 @@ def review_queue_cmd(project_name: str) -> None:
     click.echo(f"review queue {queue_id} is current")
 
 
+@main.command("export")
+@click.option("--project", "project_name", required=True)
+@click.option("--format", "format_name", required=True,
+              type=click.Choice(["csv", "jsonl", "folders", "model", "agreement"]))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write ('-' for standard output).")
+@click.option("--state", "states", multiple=True,
+              help="Only cells in this state (repeatable): open, final, excluded, disputed, "
+                   "flagged, or labeled (any final label).")
+@click.option("--class", "class_name", default=None, help="Only cells with this final class.")
+@click.option("--since", default=None, help="Only cells labeled on or after this date "
+                                            "(YYYY-MM-DD, or an ISO date-time; UTC).")
+@click.option("--version", "version_id", type=int, default=None,
+              help="The model version to package (default: the active one).")
+def export_cmd(project_name: str, format_name: str, out_path: Path, states: tuple[str, ...],
+               class_name: str | None, since: str | None, version_id: int | None) -> None:
+    """Export labels, class folders, the model package or the agreement report."""
+    from .bootstrap import SetupError, find_project
+    from .exports import ExportError, count_cells, export_stream, parse_filters
+
+    settings = _settings()
+    to_stdout = str(out_path) == "-"
+    if not to_stdout and not out_path.parent.is_dir():
+        _fail(f"{out_path.parent} is not a folder")
+    # Written beside the target and renamed at the end: an interrupted export
+    # never leaves a truncated file under the name asked for.
+    partial = out_path.with_name(f".{out_path.name}.partial") if not to_stdout else None
+    with session_scope(settings.database_url) as s:
+        try:
+            project = find_project(s, project_name)
+            filters = parse_filters(project, list(states), class_name, since)
+        except (SetupError, ExportError) as exc:
+            _fail(str(exc))
+        walks_cells = format_name in ("csv", "jsonl", "folders")
+        total = count_cells(s, project) if walks_cells else 0
+        with click.progressbar(length=max(total, 1), label=f"exporting {format_name}",
+                               file=sys.stderr, show_pos=walks_cells) as bar:
+            try:
+                export = export_stream(s, project, format_name, settings.storage_dir,
+                                       filters=filters, version_id=version_id,
+                                       progress=bar.update)
+                target = sys.stdout.buffer if to_stdout else partial.open("wb")
+                try:
+                    written = 0
+                    for chunk in export.chunks:
+                        target.write(chunk)
+                        written += len(chunk)
+                finally:
+                    if not to_stdout:
+                        target.close()
+            except ExportError as exc:
+                _fail(str(exc))
+            except BaseException:
+                if partial is not None:
+                    partial.unlink(missing_ok=True)
+                raise
+            if not walks_cells:
+                bar.update(1)
+    if partial is not None:
+        os.replace(partial, out_path)
+        click.echo(f"wrote {out_path} ({written:,} bytes)", err=True)
+
+
 @main.command()
 @click.option("--data", "data_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
