@@ -29,7 +29,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from pixels import to_rgb
+from pixels import to_rgb  # noqa: E402  (beside this file in the package, not installed)
 
 
 def load_image(path, input_size: int) -> np.ndarray:
