@@ -45,6 +45,8 @@ POLICY = {
     "curate.history": "curator",
     "curate.resolve": "curator",
     "curate.undo_resolution": "curator",
+    "exports.index": "curator",
+    "exports.download": "curator",
     "curate.agreement": "curator",
     "api.round_status": "admin",
     "admin.index": "admin",
