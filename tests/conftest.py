@@ -135,13 +135,25 @@ def session(settings):
 
 
 def make_user(settings: Settings, username: str, role: str, password: str = PASSWORD) -> int:
-    from models import Role
+    from sqlalchemy import select
+
+    from models import Project, Role
     from models.db import session_scope
     from webapp.bootstrap import create_user
 
+    # Tests read every project that exists (as before memberships);
+    # open_to_readers does the same for projects made after the users.
     with session_scope(settings.database_url) as s:
-        user, _ = create_user(s, username, Role(role), password)
+        user, _ = create_user(s, username, Role(role), password,
+                              projects=s.scalars(select(Project)).all())
         return user.id
+
+
+def open_to_readers(session, project) -> None:
+    """Every existing pathologist and curator reads ``project`` (test set-up)."""
+    from webapp.bootstrap import add_all_readers
+
+    add_all_readers(session, project)
 
 
 def add_round(settings: Settings, project_id: int, **values) -> int:
@@ -210,6 +222,7 @@ def demo_project(settings, tmp_path):
     src = small_demo_copy(tmp_path / "cells")
     with session_scope(settings.database_url) as s:
         project = create_project(s, "demo", "pbc8", test_share=0.2)
+        open_to_readers(s, project)
         report = import_path(s, settings.storage_dir, project, src,
                              max_pixels=settings.max_image_pixels)
         assert report.imported == 48 and not report.rejected

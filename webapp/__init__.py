@@ -21,6 +21,9 @@ from .extensions import csrf, limiter, login_manager
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask(__name__, instance_path=str(settings.instance_dir))
+    from .uploads import HemaloopRequest
+
+    app.request_class = HemaloopRequest  # uploads stream to the instance's disk
     app.config.update(
         SECRET_KEY=settings.secret_key,
         HEMALOOP=settings,

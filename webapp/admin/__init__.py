@@ -6,3 +6,4 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 from . import routes  # noqa: E402,F401
 from . import active_learning  # noqa: E402,F401
+from . import imports, people, projects  # noqa: E402,F401

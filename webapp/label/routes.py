@@ -10,8 +10,9 @@ from sqlalchemy.orm import joinedload
 
 from models import Annotation, Kind, Origin, Project, Role, utcnow
 
+from ..auth.access import require_project, visible_projects
 from ..auth.roles import role_required
-from ..db import get_db, get_or_404
+from ..db import get_db
 from . import bp
 from .decisions import DecisionError, parse, record, undo
 from .leases import next_for, release, sweep_expired
@@ -24,8 +25,8 @@ UNDO_DEPTH = 10  # the last decisions of a session that Backspace can take back
 def _project(project_id: int) -> Project:
     """The project with its classes and active model: one query, where lazy loads
     would cost each keypress two more."""
-    return get_or_404(Project, project_id, "project",
-                      options=[joinedload(Project.classes), joinedload(Project.active_version)])
+    return require_project(get_db(), current_user, project_id,
+                           options=[joinedload(Project.classes), joinedload(Project.active_version)])
 
 
 def _skipped(project_id: int) -> list[int]:
@@ -97,7 +98,8 @@ def _refusal(exc: DecisionError):
 @bp.get("/")
 @role_required(Role.PATHOLOGIST)
 def index():
-    projects = get_db().scalars(select(Project).order_by(Project.name)).all()
+    projects = get_db().scalars(
+        visible_projects(get_db(), current_user).order_by(Project.name)).all()
     if len(projects) == 1:
         return redirect(url_for("label.page", project_id=projects[0].id))
     return render_template("label/index.html", projects=projects)
