@@ -1,7 +1,7 @@
 """Forms of the admin's project and people pages."""
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, FloatField, IntegerField, SelectField, StringField
+from wtforms import BooleanField, FloatField, IntegerField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from models import Role
@@ -9,9 +9,10 @@ from models.presets import PRESETS
 
 from .active_learning_forms import CHOICES as STRATEGIES
 
-ROLE_CHOICES = [(r.value, r.value) for r in Role]
-PRESET_CHOICES = ([(name, f"{name}: " + ", ".join(c[0] for c in classes))
-                   for name, classes in PRESETS.items()] + [("custom", "custom classes (below)")])
+ROLE_CHOICES = [SelectChoice(r.value, r.value) for r in Role]
+PRESET_CHOICES = ([SelectChoice(name, f"{name}: " + ", ".join(c[0] for c in classes))
+                   for name, classes in PRESETS.items()]
+                  + [SelectChoice("custom", "custom classes (below)")])
 # Empty class rows the new-project form offers (rows left empty are ignored).
 CLASS_ROWS = 12
 
@@ -45,7 +46,7 @@ class RoleForm(FlaskForm):
 
 
 class MemberForm(FlaskForm):
-    user_id = SelectField("Reader", coerce=int, validators=[Optional()])
+    user_id = SelectField("Reader", coerce=int, validate_choice=False, validators=[Optional()])
 
 
 class ImportForm(FlaskForm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
+from wtforms import SelectChoice
 
 from models import Image, ImportJob, Project, ProjectMember, Role, User
 
@@ -68,7 +69,8 @@ def _page(project: Project, class_form: NewClassForm | None = None, status: int 
         User.role.in_([Role.PATHOLOGIST, Role.CURATOR]), User.is_active).order_by(User.username))
         if u.id not in member_ids]
     member_form = MemberForm()
-    member_form.user_id.choices = [(u.id, f"{u.username} ({u.role.value})") for u in candidates]
+    member_form.user_id.choices = [SelectChoice(u.id, f"{u.username} ({u.role.value})")
+                                  for u in candidates]
     import_form = ImportForm(trust_labels=project.train_on_reference)
     jobs = db.scalars(select(ImportJob).where(ImportJob.project_id == project.id)
                       .order_by(ImportJob.id.desc()).limit(10)).all()
@@ -111,7 +113,6 @@ def add_project_class(project_id: int):
 def add_project_member(project_id: int):
     project = _project(project_id)
     form = MemberForm()
-    form.user_id.choices = None  # any id; checked below
     if not form.validate_on_submit() or not form.user_id.data:
         flash("Choose a reader to add.", "error")
         return redirect(url_for("admin.project_page", project_id=project.id))
