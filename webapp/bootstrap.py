@@ -37,8 +37,9 @@ def create_user(session: Session, username: str, role: Role, password: str | Non
     user.set_password(password)
     session.add(user)
     session.flush()
-    for project in projects:
-        add_member(session, project, user)
+    if role != Role.ADMIN:  # admins see every project without rows
+        for project in projects:
+            add_member(session, project, user)
     return user, password
 
 
