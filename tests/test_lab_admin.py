@@ -439,6 +439,41 @@ def test_browser_import_of_a_folder_and_of_files(app, settings):
         assert s.scalar(select(func.count(ImportJob.id))) == 2
 
 
+def test_browser_import_failures_end_on_the_row(app, settings):
+    import shutil
+
+    from worker.imports import run_import_job
+
+    make_user(settings, "boss", "admin")
+    with session_scope(settings.database_url) as s:
+        pid = create_project(s, "cells", "wbc4", test_share=0.0).id
+    boss = LoggedIn(app.test_client(), "boss")
+
+    # A damaged zip (passes as a zip by its end record, but its directory is garbage).
+    good = _class_zip({"lymphocyte": 1})
+    damaged = good[:10] + b"\0" * 10 + good[20:-30] + b"PK\x05\x06" + b"\xff" * 18
+    response = _upload(boss, pid, [(damaged, "bad.zip")])
+    job_id = int(response.location.rsplit("/", 1)[1])
+    run_import_job(settings, job_id)
+    job = _job(settings, job_id)
+    assert job.status == ImportStatus.FAILED and "zip is damaged" in job.error
+    page = boss.get(f"/admin/imports/{job_id}/status")
+    assert page.status_code == 286 and job.error.split(" (")[0] in page.text
+
+    # Not a zip at all, though named like one.
+    response = _upload(boss, pid, [(b"just text", "notes.zip")])
+    job_id = int(response.location.rsplit("/", 1)[1])
+    assert run_import_job(settings, job_id) == "failed"
+    assert "not a zip archive" in _job(settings, job_id).error
+
+    # The upload vanished before the worker came to it.
+    response = _upload(boss, pid, [(good, "cells.zip")])
+    job_id = int(response.location.rsplit("/", 1)[1])
+    shutil.rmtree(settings.instance_dir / _job(settings, job_id).upload_dir)
+    assert run_import_job(settings, job_id) == "failed"
+    assert "no longer on the server" in _job(settings, job_id).error
+
+
 def test_upload_streams_to_the_instance_disk(app, settings):
     """Werkzeug spools each uploaded file into the instance's uploads folder (our
     request class), not into memory."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 from sqlalchemy import update
@@ -53,7 +54,18 @@ def run_import_job(settings: Settings, job_id: int) -> str:
         trust, project_id = job.trust_labels, job.project_id
     try:
         source, zip_labels = import_source(folder)
-        total = count_files(source, zip_labels) if source.exists() else 0
+        if not source.exists():
+            _set(settings, job_id, status=ImportStatus.FAILED, finished_at=utcnow(),
+                 error="The uploaded files are no longer on the server (was the instance "
+                       "folder cleaned?); nothing was imported. Upload them again.")
+            return ImportStatus.FAILED.value
+        try:
+            total = count_files(source, zip_labels)
+        except (zipfile.BadZipFile, FileNotFoundError):  # the latter: not a zip at all
+            _set(settings, job_id, status=ImportStatus.FAILED, finished_at=utcnow(),
+                 error="The zip is damaged or not a zip archive (its table of contents "
+                       "cannot be read); nothing was imported.")
+            return ImportStatus.FAILED.value
         _set(settings, job_id, files_total=total)
         done, last = [0], [time.monotonic()]
 

@@ -100,3 +100,37 @@ def test_admin_sets_up_a_lab_in_the_browser(live_server, page, browser, app, set
     ada.wait_for_selector("#cell[data-ready]")
     assert "blast" in ada.inner_text(".classes")
     context.close()
+
+
+def test_folder_of_class_folders_through_the_folder_picker(live_server, page, app, settings,
+                                                           tmp_path):
+    """Chromium sends each file of a picked folder under its relative path; the class
+    folders become reference labels, the picked folder's own name is looked through."""
+    from sqlalchemy import func, select
+
+    from models import Annotation, Origin
+    from models.db import session_scope
+    from webapp.bootstrap import create_project
+
+    with session_scope(settings.database_url) as s:
+        pid = create_project(s, "blood", "wbc4", test_share=0.0).id
+    picked = tmp_path / "smear-2026"
+    for cls, colour in (("eosinophil", (200, 60, 60)), ("monocyte", (60, 200, 60))):
+        (picked / cls).mkdir(parents=True)
+        for k in range(2):
+            PILImage.new("RGB", (32, 32), (colour[0], colour[1], 40 * k)).save(
+                picked / cls / f"{k}.png")
+    make_user(settings, "boss", "admin")
+    log_in(page, live_server, "boss")
+    page.wait_for_url("**/curate/")
+    page.goto(f"{live_server}/admin/projects/{pid}")
+    page.locator("input[webkitdirectory]").set_input_files(str(picked))
+    with running_worker(app.extensions["celery"]):
+        page.click("text=Upload and import")
+        page.wait_for_url("**/admin/imports/*")
+        wait_for_js(page, "!!document.querySelector('#n-imported')", timeout=120)
+    assert page.inner_text("#n-imported") == "4"
+    assert page.inner_text("#n-rejected") == "0"
+    with session_scope(settings.database_url) as s:
+        assert s.scalar(select(func.count(Annotation.id)).where(
+            Annotation.origin == Origin.REFERENCE)) == 4
