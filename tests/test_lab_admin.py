@@ -336,8 +336,6 @@ def _job(settings, job_id: int) -> ImportJob:
 
 @pytest.mark.slow
 def test_browser_import_of_a_zip_on_a_real_worker(app, settings):
-    from models.settings import load_settings  # noqa: F401  (settings come from the fixture)
-
     make_user(settings, "boss", "admin")
     with session_scope(settings.database_url) as s:
         pid = create_project(s, "cells", "wbc4", test_share=0.0).id
@@ -507,3 +505,47 @@ def test_cli_import_trust_labels(settings, tmp_path):
     assert result.exit_code != 0 and "no project named 'nope'" in result.output
     with session_scope(settings.database_url) as s:
         assert s.scalar(select(func.count()).select_from(ProjectMember)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_browser_import_through_redis_and_a_real_worker(tmp_path, sqlite_url):
+    """As in production: the message waits in Redis on the default queue."""
+    import time
+
+    import redis
+
+    from models.settings import load_settings
+    from tests.conftest import NO_REDIS, REDIS_URL
+    from webapp import create_app
+
+    if not REDIS_URL:
+        pytest.skip(NO_REDIS)
+    conn = redis.Redis.from_url(REDIS_URL)
+    if conn.connection_pool.connection_kwargs.get("db", 0) == 0:
+        pytest.skip("refusing to flush Redis database 0")
+    conn.flushdb()
+    try:
+        settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url,
+                                          HEMALOOP_BROKER_URL=REDIS_URL))
+        app = create_app(settings)
+        app.config["TESTING"] = True
+        make_user(settings, "boss", "admin")
+        with session_scope(settings.database_url) as s:
+            pid = create_project(s, "cells", "wbc4", test_share=0.0).id
+        boss = LoggedIn(app.test_client(), "boss")
+        response = _upload(boss, pid, [(_class_zip({"monocyte": 2}), "m.zip")])
+        job_id = int(response.location.rsplit("/", 1)[1])
+        assert conn.llen("default") == 1
+        with running_worker(app.extensions["celery"]):
+            deadline = time.monotonic() + 120
+            while not _job(settings, job_id).status.is_finished:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        job = _job(settings, job_id)
+        assert job.status == ImportStatus.SUCCEEDED, job.error
+        assert (job.report["imported"], job.report["labeled"]) == (2, 2)
+        assert conn.llen("default") == 0
+    finally:
+        conn.flushdb()
+        conn.close()
