@@ -15,6 +15,9 @@ PRESET_CHOICES = ([SelectChoice(name, f"{name}: " + ", ".join(c[0] for c in clas
                   + [SelectChoice("custom", "custom classes (below)")])
 # Empty class rows the new-project form offers (rows left empty are ignored).
 CLASS_ROWS = 12
+# Distinct starting colours for those rows (ColorBrewer's "Paired").
+ROW_COLOURS = ["#1f78b4", "#e31a1c", "#33a02c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3",
+               "#fb9a99", "#b2df8a", "#fdbf6f", "#cab2d6", "#ffff99"]
 
 
 class NewProjectForm(FlaskForm):

@@ -12,7 +12,8 @@ from ..auth.roles import role_required
 from ..bootstrap import ClassSpec, SetupError, add_class, add_member, create_project, remove_member
 from ..db import get_db, get_or_404
 from . import bp
-from .people_forms import CLASS_ROWS, ImportForm, MemberForm, NewClassForm, NewProjectForm
+from .people_forms import (CLASS_ROWS, ROW_COLOURS, ImportForm, MemberForm, NewClassForm,
+                           NewProjectForm)
 
 
 def _project(project_id: int) -> Project:
@@ -55,7 +56,7 @@ def new_project():
             return redirect(url_for("admin.project_page", project_id=project.id))
     status = 400 if request.method == "POST" else 200
     return render_template("admin/project_new.html", form=form, rows=rows, problems=problems,
-                           n_rows=CLASS_ROWS), status
+                           n_rows=CLASS_ROWS, row_colours=ROW_COLOURS), status
 
 
 def _page(project: Project, class_form: NewClassForm | None = None, status: int = 200,
