@@ -549,3 +549,19 @@ def test_browser_import_through_redis_and_a_real_worker(tmp_path, sqlite_url):
     finally:
         conn.flushdb()
         conn.close()
+
+
+def test_bootstrap_demo_makes_existing_readers_readers_of_the_demo(settings, tmp_path):
+    from webapp.cli import main
+
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url)
+    runner = CliRunner()
+    result = runner.invoke(main, ["create-user", "ada"], env=env)
+    assert result.exit_code == 0 and "reads: no project yet" in result.output
+    result = runner.invoke(main, ["bootstrap", "--demo"], env=env)
+    assert result.exit_code == 0, result.output
+    with session_scope(settings.database_url) as s:
+        rows = s.execute(select(User.username, Project.name)
+                         .join(ProjectMember, ProjectMember.user_id == User.id)
+                         .join(Project, Project.id == ProjectMember.project_id)).all()
+    assert rows == [("ada", "demo")]  # the admin needs no row
