@@ -11,8 +11,9 @@ depth rules).
 from importlib import import_module
 
 __all__ = [
-    "Annotation", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
-    "Prediction", "Project", "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
+    "Annotation", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind", "LabelClass",
+    "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember", "QueueStatus",
+    "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
 ]

@@ -2,7 +2,8 @@
 
 Each preset is an ordered list of (name, hotkey, colour).  Hotkeys are single
 keys chosen so none collides with the labeling page's own keys
-(a accept, x reject, ? ambiguous, u unusable, s skip, Backspace undo).
+(a accept, x reject, ? ambiguous, u unusable, s skip, Backspace undo,
++ = - 0 zoom).
 """
 
 from __future__ import annotations
@@ -36,4 +37,4 @@ PRESETS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
-RESERVED_HOTKEYS = {"a", "x", "?", "u", "s", "+", "-", "enter", "backspace"}
+RESERVED_HOTKEYS = {"a", "x", "?", "u", "s", "+", "=", "-", "0", "enter", "backspace"}

@@ -9,7 +9,9 @@ relationship finds the class it names.
 from .annotations import Annotation, Flag, Kind, Origin
 from .base import Base, utcnow
 from .images import Image, Split
+from .import_jobs import ImportJob, ImportStatus
 from .leases import Lease
+from .memberships import ProjectMember
 from .projects import LabelClass, Project
 from .review import QueueStatus, ReviewQueue, ReviewQueueItem
 from .simulation import SimulationRun, SimulationStatus
@@ -20,8 +22,9 @@ from .users import Role, User
 from . import open_slots  # noqa: E402,F401  (keeps images.open_slots current on every flush)
 
 __all__ = [
-    "Annotation", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
-    "Prediction", "Project", "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
+    "Annotation", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind", "LabelClass",
+    "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember", "QueueStatus",
+    "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
 ]

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import Enum, String
+from sqlalchemy import Enum, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -65,6 +65,9 @@ class User(Base):
     # deactivation).  Flask's session is a signed cookie, so this column is
     # what makes "log out" hold on the server.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Set by an admin's password reset (a one-time password): until the user
+    # chooses a new one, every page sends them to the account page.
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     def set_password(self, password: str) -> None:
         if self.password_hash:

@@ -17,7 +17,8 @@ import pytest
 
 from migrations.runner import upgrade
 from models.settings import Settings, load_settings
-from tests.helpers import NO_REDIS, REDIS_URL, base_env, fresh_postgres_database, small_demo_copy
+from tests.helpers import (NO_REDIS, REDIS_URL, base_env, fresh_postgres_database, open_to_readers,
+                           small_demo_copy)
 
 
 # --- databases -------------------------------------------------------------
@@ -91,6 +92,7 @@ def demo_project(settings, tmp_path):
     src = small_demo_copy(tmp_path / "cells")
     with session_scope(settings.database_url) as s:
         project = create_project(s, "demo", "pbc8", test_share=0.2)
+        open_to_readers(s, project)
         report = import_path(s, settings.storage_dir, project, src,
                              max_pixels=settings.max_image_pixels)
         assert report.imported == 48 and not report.rejected

@@ -78,13 +78,25 @@ def fresh_postgres_database(migrate: bool = True) -> Iterator[str]:
 # --- users, rounds, clients ---------------------------------------------------
 
 def make_user(settings: Settings, username: str, role: str, password: str = PASSWORD) -> int:
-    from models import Role
+    from sqlalchemy import select
+
+    from models import Project, Role
     from models.db import session_scope
     from webapp.bootstrap import create_user
 
+    # Tests read every project that exists (as before memberships);
+    # open_to_readers does the same for projects made after the users.
     with session_scope(settings.database_url) as s:
-        user, _ = create_user(s, username, Role(role), password)
+        user, _ = create_user(s, username, Role(role), password,
+                              projects=s.scalars(select(Project)).all())
         return user.id
+
+
+def open_to_readers(session, project) -> None:
+    """Every existing pathologist and curator reads ``project`` (test set-up)."""
+    from webapp.bootstrap import add_all_readers
+
+    add_all_readers(session, project)
 
 
 def add_round(settings: Settings, project_id: int, **values) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from models import Image, ModelVersion, Prediction, Project, Split, TrainingRound
 from models.db import session_scope
-from tests.helpers import DEMO_DIR, LoggedIn
+from tests.helpers import DEMO_DIR, LoggedIn, open_to_readers
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -25,6 +25,7 @@ def flat_project(settings, tmp_path: Path, name: str, n: int, **reading) -> int:
         shutil.copy(f, src / f.name)
     with session_scope(settings.database_url) as s:
         project = create_project(s, name, "pbc8", test_share=0.0)
+        open_to_readers(s, project)
         for key, value in reading.items():
             setattr(project, key, value)
         report = import_path(s, settings.storage_dir, project, src,

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from models import Image, Prediction, Project, RoundStatus, Split, utcnow
 from models.db import session_scope
 from models.settings import load_settings
-from tests.conftest import DEMO_DIR, LoggedIn, base_env, make_user
+from tests.helpers import DEMO_DIR, LoggedIn, base_env, make_user
 from tests.reading_helpers import fake_active_model, flat_project, pool_ids, read_cells
 from webapp.exports import (
     ExportError,

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from models import Annotation, Flag, Image, Origin, Project, Split, TrainingRound
 from models.db import session_scope
-from tests.helpers import DEMO_DIR, PASSWORD, LoggedIn, csrf_token, make_user
+from tests.helpers import (DEMO_DIR, PASSWORD, LoggedIn, csrf_token, make_user,
+                           open_to_readers)
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -41,6 +42,7 @@ def _small_project(settings, tmp_path: Path, name: str, n: int, test_share: floa
         shutil.copy(f, src / f.name)
     with session_scope(settings.database_url) as s:
         project = create_project(s, name, "pbc8", test_share=test_share)
+        open_to_readers(s, project)
         report = import_path(s, settings.storage_dir, project, src,
                              max_pixels=settings.max_image_pixels)
         assert report.imported == n

@@ -24,6 +24,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .routing import install_id_bounds
 
     install_id_bounds(app)
+    from .uploads import HemaloopRequest
+
+    app.request_class = HemaloopRequest  # uploads stream to the instance's disk
     app.config.update(
         SECRET_KEY=settings.secret_key,
         HEMALOOP=settings,

@@ -64,17 +64,24 @@ def migrate() -> None:
 @click.option("--role", type=click.Choice([r.value for r in Role]), default="pathologist",
               show_default=True)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def create_user_cmd(username: str, role: str, password_stdin: bool) -> None:
+@click.option("--project", "project_names", multiple=True,
+              help="A project the account reads (repeatable); admins see every project.")
+def create_user_cmd(username: str, role: str, password_stdin: bool,
+                    project_names: tuple[str, ...]) -> None:
     """Create an account; prints a generated password unless one is given."""
-    from .bootstrap import SetupError, create_user
+    from .bootstrap import SetupError, create_user, find_project
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     try:
         with session_scope(_settings().database_url) as s:
-            _, password_used = create_user(s, username, Role(role), password)
+            projects = [find_project(s, name) for name in project_names]
+            _, password_used = create_user(s, username, Role(role), password, projects=projects)
     except SetupError as exc:
         _fail(str(exc))
     click.echo(f"created {role} {username!r}")
+    if role != Role.ADMIN.value:
+        click.echo("reads: " + (", ".join(project_names) or
+                                "no project yet (add it on a project's admin page or with --project)"))
     if not password_stdin:
         click.echo(f"password (shown once): {password_used}")
 
@@ -152,7 +159,7 @@ def create_project_cmd(name: str, preset: str, test_share: float, train_on_refer
 
 
 def _import(settings: Settings, path: Path, project_name: str, source: str | None,
-            as_json: bool):
+            as_json: bool, trust_labels: bool = False):
     from .bootstrap import SetupError, find_project
     from .ingest import ImportAborted, count_files, import_path
 
@@ -176,6 +183,11 @@ def _import(settings: Settings, path: Path, project_name: str, source: str | Non
                 project = find_project(s, project_name)
             except SetupError as exc:
                 _fail(f"{exc}; create it first with 'hemaloop create-project'")
+            if trust_labels:
+                # Class-folder names become training labels (all the project's
+                # reference labels, as the browser's import explains).
+                project.train_on_reference = True
+                s.commit()
             # The bar goes to stderr so --json output stays parseable.
             with click.progressbar(length=total, label=f"importing {path.name}",
                                    file=sys.stderr, show_pos=True) as bar:
@@ -210,9 +222,13 @@ def _exit_on_sigterm(signum, frame) -> None:
 @click.option("--project", "project_name", required=True)
 @click.option("--source", default=None, help="Where the images came from (default: the folder name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def import_cmd(path: Path, project_name: str, source: str | None, as_json: bool) -> None:
+@click.option("--trust-labels", is_flag=True,
+              help="Class-folder names are correct labels: train on them (sets the project's "
+                   "train-on-reference; without it only readers' labels train the model).")
+def import_cmd(path: Path, project_name: str, source: str | None, as_json: bool,
+               trust_labels: bool) -> None:
     """Import images: a folder of class folders (reference labels), a flat folder, or a .zip."""
-    _import(_settings(), path, project_name, source, as_json)
+    _import(_settings(), path, project_name, source, as_json, trust_labels)
 
 
 @main.command()
@@ -224,7 +240,7 @@ def bootstrap(demo: bool) -> None:
 
     from models import Project, User
 
-    from .bootstrap import create_project, create_user
+    from .bootstrap import add_all_readers, create_project, create_user
 
     settings = _settings()
     with session_scope(settings.database_url) as s:
@@ -242,7 +258,9 @@ def bootstrap(demo: bool) -> None:
         if demo and s.scalar(select(Project).where(Project.name == DEMO_PROJECT)) is None:
             # Head-only rounds: the demo must be quick on a laptop's CPU. On a GPU
             # worker, raise fine-tune blocks in the project's settings.
-            create_project(s, DEMO_PROJECT, "pbc8", fine_tune_blocks=0)
+            project = create_project(s, DEMO_PROJECT, "pbc8", fine_tune_blocks=0)
+            # Every reader already here reads the demo (a fresh install has none).
+            add_all_readers(s, project)
             click.echo(f"created project {DEMO_PROJECT!r}")
     if demo:
         with session_scope(settings.database_url) as s:

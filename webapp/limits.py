@@ -46,5 +46,10 @@ def gate() -> None:
     if not current_user.is_authenticated:
         # Refused unread: no multipart parser, no CSRF check, no spooled file.
         abort(401, description="Log in first (your session may have ended); nothing was read or saved.")
-    request.max_content_length = (settings.max_upload_bytes if _view_takes_uploads()
-                                  else settings.max_form_bytes)
+    if _view_takes_uploads():
+        from .uploads import MAX_UPLOAD_PARTS
+
+        request.max_content_length = settings.max_upload_bytes
+        request.max_form_parts = MAX_UPLOAD_PARTS  # a folder upload is one part per file
+    else:
+        request.max_content_length = settings.max_form_bytes

@@ -28,6 +28,7 @@ SCHEDULE_ROUNDS = "hemaloop.schedule_rounds"
 RECOVER_ROUNDS = "hemaloop.recover_rounds"
 BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
 RUN_SIMULATION = "hemaloop.run_simulation"
+RUN_IMPORT = "hemaloop.run_import"
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -66,6 +67,8 @@ def make_celery(settings: Settings) -> Celery:
             RECOVER_ROUNDS: {"queue": DEFAULT_QUEUE},
             BUILD_REVIEW_QUEUE: {"queue": SCORE_QUEUE},
             RUN_SIMULATION: {"queue": SIMULATE_QUEUE},
+            # Imports decode images (CPU, no TensorFlow): any default worker.
+            RUN_IMPORT: {"queue": DEFAULT_QUEUE},
         },
         # Celery beat checks for projects due a scheduled round, and for rounds
         # whose worker is gone (pages only read; recovery writes happen here).

@@ -9,7 +9,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from .celery_app import (
-    BUILD_REVIEW_QUEUE, FINISH_SCORING, RECOVER_ROUNDS, RUN_ROUND, RUN_SIMULATION, SCHEDULE_ROUNDS,
+    BUILD_REVIEW_QUEUE, FINISH_SCORING, RECOVER_ROUNDS, RUN_IMPORT, RUN_ROUND, RUN_SIMULATION,
+    SCHEDULE_ROUNDS,
     SCORE_CHUNK, SCORE_VERSION,
 )
 
@@ -87,3 +88,11 @@ def run_simulation_task(self, run_id: int) -> str:
     from .simulation_runs import run_simulation_row
 
     return str(run_simulation_row(self.app.hemaloop_settings, int(run_id)))
+
+
+@shared_task(bind=True, name=RUN_IMPORT, acks_late=True)
+def run_import_task(self, job_id: int) -> str:
+    """A browser upload, imported from disk (worker/imports.py)."""
+    from .imports import run_import_job
+
+    return run_import_job(self.app.hemaloop_settings, int(job_id))

@@ -12,7 +12,7 @@ from models.users import verify_login
 from ..db import get_db
 from ..extensions import login_manager
 from . import bp, sessions
-from .forms import LoginForm
+from .forms import ChangePasswordForm, LoginForm
 from .throttle import limit_failed_logins
 
 
@@ -69,3 +69,44 @@ def logout():
     session.clear()  # the reader's counters, skips and undo history go with them
     flash("Logged out.", "info")
     return redirect(url_for("auth.login"))
+
+
+# Where a user whose password an admin reset may go before choosing their own.
+PASSWORD_CHANGE_ENDPOINTS = {"auth.account", "auth.logout", "static"}
+
+
+@bp.before_app_request
+def _password_change_first():
+    """After an admin's reset, every page leads to the account page until the
+    one-time password is replaced (API calls get 403 with the reason)."""
+    if (current_user.is_authenticated and current_user.must_change_password
+            and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS):
+        if request.path.startswith("/api/"):
+            return {"error": "change your one-time password first (/auth/account)"}, 403
+        if request.headers.get("HX-Request"):
+            return "", 204, {"HX-Redirect": url_for("auth.account")}
+        return redirect(url_for("auth.account"))
+    return None
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """Everyone changes their own password here."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        if not user.check_password(form.current.data):
+            form.current.errors.append("That is not your current password.")
+            return render_template("auth/account.html", form=form), 400
+        if form.new.data == form.current.data:
+            form.new.errors.append("Choose a password other than the current one.")
+            return render_template("auth/account.html", form=form), 400
+        user.set_password(form.new.data)  # ends this account's other sessions
+        user.must_change_password = False
+        get_db().commit()
+        sessions.start(user)  # this browser's session carries the new version
+        flash("Your password has been changed; your other sessions have ended.", "info")
+        return redirect(url_for("auth.account"))
+    status = 400 if request.method == "POST" else 200
+    return render_template("auth/account.html", form=form), status

@@ -11,8 +11,9 @@ from sqlalchemy.orm import aliased
 from models import Annotation, Flag, Image, Kind, Origin, Prediction, Project, Role, User
 from models.labels import cell_states
 
+from ..auth.access import require_cell, require_project, visible_projects
 from ..auth.roles import role_required
-from ..db import get_db, get_or_404
+from ..db import get_db
 from ..label.queue import active_version
 from . import bp
 from .agreement_report import agreement_report
@@ -25,7 +26,7 @@ MAX_NOTE = 2000
 
 
 def _image(image_id: int) -> Image:
-    return get_or_404(Image, image_id, "cell")
+    return require_cell(get_db(), current_user, Image, image_id)
 
 
 @bp.get("/")
@@ -33,7 +34,7 @@ def _image(image_id: int) -> Image:
 def index():
     """Every project's cells waiting for a curator."""
     db = get_db()
-    projects = db.scalars(select(Project).order_by(Project.name)).all()
+    projects = db.scalars(visible_projects(db, current_user).order_by(Project.name)).all()
     worklists = [(p, curation_items(db, p)) for p in projects]
     voters = {u for _, items in worklists for item in items
               for u in (*item.cell.votes, *item.cell.rejected)}
@@ -184,7 +185,7 @@ def history(image_id: int):
 @role_required(Role.CURATOR)
 def agreement(project_id: int):
     db = get_db()
-    project = get_or_404(Project, project_id, "project")
+    project = require_project(db, current_user, project_id)
     report = agreement_report(db, project)
     squares, side = heatmap(report.confusion)
     # Two charts, not one: a pair's kappa and a class's alpha are different measures.

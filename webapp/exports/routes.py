@@ -15,13 +15,15 @@ from flask import (
     request,
     stream_with_context,
 )
+from flask_login import current_user
 from sqlalchemy import select
 
 from models import ModelVersion, Project, Role
 from models.db import get_sessionmaker
 
 from ..auth.roles import role_required
-from ..db import get_db, get_or_404
+from ..auth.access import require_project
+from ..db import get_db
 from .filters import STATES, ExportError, parse_filters
 from .formats import FORMATS, export_stream
 
@@ -73,7 +75,7 @@ def export_response(project: Project, format_name: str, args) -> Response:
 @bp.get("/projects/<int:project_id>")
 @role_required(Role.CURATOR)
 def index(project_id: int):
-    project = get_or_404(Project, project_id, "project")
+    project = require_project(get_db(), current_user, project_id)
     versions = get_db().scalars(select(ModelVersion).where(ModelVersion.project_id == project.id)
                                 .order_by(ModelVersion.id.desc())).all()
     return render_template("exports/index.html", project=project, formats=FORMATS.values(),
@@ -83,7 +85,7 @@ def index(project_id: int):
 @bp.get("/projects/<int:project_id>/download")
 @role_required(Role.CURATOR)
 def download(project_id: int):
-    project = get_or_404(Project, project_id, "project")
+    project = require_project(get_db(), current_user, project_id)
     try:
         return export_response(project, request.args.get("format", "csv"), request.args)
     except ExportError as exc:

@@ -3,13 +3,14 @@ from __future__ import annotations
 import io
 
 from flask import abort, current_app, send_file
-from flask_login import login_required
+from flask_login import current_user, login_required
 from PIL import Image as PILImage
 
 from models import Image
 from models.pixels import for_browser
 
-from ..db import get_or_404
+from ..auth.access import require_cell
+from ..db import get_db
 from . import bp
 
 # Browsers cannot show these in <img>. Imports since issue 11 store them as PNG
@@ -20,7 +21,8 @@ CONVERT_ON_SERVE = {".tif", ".tiff"}
 @bp.get("/<int:image_id>")
 @login_required
 def file(image_id: int):
-    image = get_or_404(Image, image_id, "image")
+    # Only members of the image's project (and admins) may fetch it.
+    image = require_cell(get_db(), current_user, Image, image_id, "image")
     path = current_app.config["HEMALOOP"].storage_dir / image.storage_path
     if not path.is_file():
         abort(404, description=f"The file of image {image_id} is missing from storage.")

@@ -88,6 +88,7 @@ def import_path(
     source: str | None = None,
     progress: Callable[[int], None] | None = None,
     max_file_bytes: int = MAX_FILE_BYTES,
+    zip_labels: bool = False,
 ) -> ImportReport:
     """Import every file under ``path`` into ``project``; returns the report.
 
@@ -96,7 +97,7 @@ def import_path(
     """
     run = _Run(session, storage_dir, project, source or path.name, max_pixels, max_file_bytes)
     try:
-        for item in iter_source(path):
+        for item in iter_source(path, zip_labels, {c.name for c in project.classes}):
             if progress:
                 progress(1)
             reason = run.add(item)

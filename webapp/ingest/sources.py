@@ -194,9 +194,26 @@ def _zip_problem(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def _zip(path: Path) -> Iterator[SourceFile]:
+def _common_root(names: list[tuple[str, ...]], keep: set[str]) -> int:
+    """1 when every name sits in one shared top folder that is not a class name
+    (the folder a zip or a browser's folder upload was made from), else 0."""
+    tops = {parts[0] for parts in names if len(parts) > 1}
+    if len(tops) != 1 or any(len(parts) < 2 for parts in names):
+        return 0
+    return 0 if next(iter(tops)).lower() in keep else 1
+
+
+def _zip(path: Path, labels: bool = False, class_names: set[str] = frozenset()
+         ) -> Iterator[SourceFile]:
     with zipfile.ZipFile(path) as archive:
-        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+        infos = sorted(archive.infolist(), key=lambda i: i.filename)
+        skip = 0
+        if labels:
+            skip = _common_root([PurePosixPath(i.filename).parts for i in infos
+                                 if not i.is_dir() and not any(
+                                     _hidden(p) for p in PurePosixPath(i.filename).parts)],
+                                class_names)
+        for info in infos:
             parts = PurePosixPath(info.filename).parts
             problem = _zip_problem(info)  # first: ".." would pass for a hidden name
             if info.is_dir() or (problem is None and any(_hidden(p) for p in parts)):
@@ -204,18 +221,24 @@ def _zip(path: Path) -> Iterator[SourceFile]:
             if problem:
                 yield SourceFile(info.filename, None, info.file_size, problem=problem)
                 continue
-            yield SourceFile(info.filename, None, info.file_size,
+            inner = parts[skip:]
+            label = inner[0] if labels and len(inner) > 1 else None
+            yield SourceFile(info.filename, label, info.file_size,
                              lambda info=info: archive.open(info))
 
 
-def count_files(path: Path) -> int:
-    return sum(1 for _ in iter_source(path))
+def count_files(path: Path, zip_labels: bool = False) -> int:
+    return sum(1 for _ in iter_source(path, zip_labels))
 
 
-def iter_source(path: Path) -> Iterator[SourceFile]:
+def iter_source(path: Path, zip_labels: bool = False,
+                class_names: set[str] = frozenset()) -> Iterator[SourceFile]:
+    """The entries under ``path``.  With ``zip_labels``, a zip's folders name
+    classes as a folder's do (browser uploads); a single top folder holding
+    everything is looked through unless it is one of ``class_names``."""
     if path.is_dir():
         yield from _folder(path)
     elif zipfile.is_zipfile(path):
-        yield from _zip(path)
+        yield from _zip(path, zip_labels, {n.lower() for n in class_names})
     else:
         raise FileNotFoundError(f"{path} is neither a folder nor a .zip archive")

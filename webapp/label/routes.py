@@ -11,8 +11,9 @@ from sqlalchemy.orm import joinedload
 from models import Annotation, Image, Project, Role, utcnow
 from models.labels import live_vote
 
+from ..auth.access import require_project, visible_projects
 from ..auth.roles import role_required
-from ..db import get_db, get_or_404
+from ..db import get_db
 from ..routing import MAX_ID
 from . import bp
 from .decisions import DecisionError, parse, record, undo
@@ -32,8 +33,8 @@ CONFIRM_OVER = 4  # the grid asks before confirming more cells than this at once
 def _project(project_id: int) -> Project:
     """The project with its classes and active model: one query, where lazy loads
     would cost each keypress two more."""
-    return get_or_404(Project, project_id, "project",
-                      options=[joinedload(Project.classes), joinedload(Project.active_version)])
+    return require_project(get_db(), current_user, project_id,
+                           options=[joinedload(Project.classes), joinedload(Project.active_version)])
 
 
 def _skipped(project_id: int) -> list[int]:
@@ -118,7 +119,8 @@ def _refusal(exc: DecisionError):
 @bp.get("/")
 @role_required(Role.PATHOLOGIST)
 def index():
-    projects = get_db().scalars(select(Project).order_by(Project.name)).all()
+    projects = get_db().scalars(
+        visible_projects(get_db(), current_user).order_by(Project.name)).all()
     if len(projects) == 1:
         return redirect(url_for("label.page", project_id=projects[0].id))
     return render_template("label/index.html", projects=projects)
