@@ -142,8 +142,9 @@ def test_migration_makes_existing_readers_members(database_url):
             conn.execute(text(
                 "INSERT INTO projects (id, name, description, test_share, train_on_reference, "
                 "min_labels_per_class, fine_tune_blocks, warm_start, readers_per_cell, "
-                "contested_class_ids, agreement_share, blind_reading, lease_minutes, created_at) "
-                "VALUES (:id, :name, '', 0.1, false, 1, 0, true, 1, '[]', 0, false, 10, "
+                "contested_class_ids, agreement_share, blind_reading, lease_minutes, "
+                "suggestion_min_accuracy, created_at) "
+                "VALUES (:id, :name, '', 0.1, false, 1, 0, true, 1, '[]', 0, false, 10, 0.7, "
                 "CURRENT_TIMESTAMP)"), {"id": pid, "name": name})
         for uid, name, role in ((1, "p", "pathologist"), (2, "c", "curator"), (3, "adm", "admin")):
             conn.execute(text(
