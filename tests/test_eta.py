@@ -51,26 +51,47 @@ def test_the_estimate_prices_every_remaining_phase_by_measured_rates():
     eta.start("build")
     clock.advance(3)
     eta.start("features")
-    clock.advance(1)
-    eta.update(0.1)  # 10 of 100 cells in 1 s
+    clock.advance(3)
+    eta.update(0.05)  # the first batch, 5 cells, with the graph's warm-up
+    assert eta.seconds_left() is None  # one report: nothing measured yet
+    clock.advance(0.5)
+    eta.update(0.1)  # 5 more cells in 0.5 s: 0.1 s a cell
     # 9 s left here; fine-tuning at its prior x the measured speed factor (5):
-    # 50 x 0.06 x 5 = 15 s; re-reading 100 x 0.1 = 10 s; publishing 2 x 5 = 10 s.
-    assert eta.seconds_left() == pytest.approx(9 + 15 + 10 + 10)
+    # 50 x 0.06 x 5 = 15 s; re-reading 100 x 0.1 = 10 s; publishing, a fixed cost, 2 s.
+    assert eta.seconds_left() == pytest.approx(9 + 15 + 10 + 2)
 
     clock.advance(9)
     eta.update(1.0)
     eta.start("fine_tune")
     # Reading measured at 0.1 s a cell; fine-tuning not measured yet: its prior x 5.
-    assert eta.seconds_left() == pytest.approx(15 + 10 + 10)
-    clock.advance(20)
-    eta.update(0.5)  # fine-tuning is slower than its prior said: 20 s for half of it
+    assert eta.seconds_left() == pytest.approx(15 + 10 + 2)
+    clock.advance(4)
+    eta.update(0.1)
+    clock.advance(16)
+    eta.update(0.5)  # fine-tuning is slower than its prior said: 16 s for 40 %
     # 20 s left here; re-reading at reading's own measured rate (10 s), not at the new
-    # speed factor; publishing at 2 x (10 + 20) / (2 + 25 x 0.06).
-    assert eta.seconds_left() == pytest.approx(20 + 10 + 2 * 30 / 3.5)
-    clock.advance(20)
+    # speed factor; publishing 2 s.
+    assert eta.seconds_left() == pytest.approx(20 + 10 + 2)
+    clock.advance(5)  # no report during a long epoch: the estimate counts down
+    assert eta.seconds_left() == pytest.approx(15 + 10 + 2)
+    clock.advance(15)
     eta.update(1.0)
     eta.start("refeature")
-    assert eta.seconds_left() == pytest.approx(10 + 2 * 50 / 5)
+    assert eta.seconds_left() == pytest.approx(10 + 2)
+
+
+def test_the_first_batch_warm_up_does_not_inflate_the_rate():
+    """The first report of a phase carries one-off costs (building the graph); the rate
+    is measured from it to the latest report once there are two."""
+    clock = Clock()
+    eta = EtaEstimator([Phase("features", 100, 0.02, kind="forward")], clock)
+    eta.start("features")
+    clock.advance(10)  # 8 s of warm-up, then 20 cells at 0.1 s
+    eta.update(0.2)
+    assert eta.seconds_left() is None  # from the phase's start it would say 40 s
+    clock.advance(2)
+    eta.update(0.4)  # 20 more cells in 2 s: 0.1 s a cell
+    assert eta.seconds_left() == pytest.approx(6)
 
 
 def test_a_steady_round_counts_down_with_the_clock():
@@ -81,8 +102,11 @@ def test_a_steady_round_counts_down_with_the_clock():
                         Phase("refeature", 100, 0.02, kind="forward")], clock)
     eta.start("features")
     estimates = []
-    for done in range(10, 101, 10):
-        clock.advance(5)  # 0.5 s a cell
+    clock.advance(5)  # 0.5 s a cell
+    eta.update(0.1)
+    assert eta.seconds_left() is None
+    for done in range(20, 101, 10):
+        clock.advance(5)
         eta.update(done / 100)
         estimates.append(eta.seconds_left())
     eta.start("refeature")
@@ -90,7 +114,7 @@ def test_a_steady_round_counts_down_with_the_clock():
         clock.advance(5)
         eta.update(done / 100)
         estimates.append(eta.seconds_left())
-    assert estimates[0] == pytest.approx(45 + 50)
+    assert estimates[0] == pytest.approx(40 + 50)
     for earlier, later in zip(estimates, estimates[1:]):
         assert later == pytest.approx(earlier - 5)
     assert estimates[-1] == pytest.approx(0)
@@ -101,17 +125,19 @@ def test_cached_cells_and_skipped_phases_cost_nothing():
     eta = EtaEstimator(_plan(), clock)
     eta.start("features")
     eta.set_units(20)  # 80 of the 100 cells came from the cache
-    clock.advance(2)
-    eta.update(0.5)  # 10 cells in 2 s: 0.2 s a cell
+    clock.advance(1)
+    eta.update(0.25)
+    clock.advance(1)
+    eta.update(0.5)  # 5 cells in 1 s: 0.2 s a cell
     left = eta.seconds_left()
-    # 2 s here, fine-tuning 50 x 0.06 x 10 = 30 s, re-reading 100 x 0.2 = 20 s, publish 20 s.
-    assert left == pytest.approx(2 + 30 + 20 + 20)
+    # 2 s here, fine-tuning 50 x 0.06 x 10 = 30 s, re-reading 100 x 0.2 = 20 s, publish 2 s.
+    assert left == pytest.approx(2 + 30 + 20 + 2)
     eta.skip("refeature")  # fine-tuning not kept: nothing to re-read
     assert eta.seconds_left() == pytest.approx(left - 20)
     clock.advance(2)
     eta.update(1.0)
     eta.start("publish")  # fine-tuning never ran (too few labels): dropped
-    assert eta.seconds_left() == pytest.approx(20)
+    assert eta.seconds_left() == pytest.approx(2)
 
 
 def test_progress_stores_the_estimate_and_page_and_cli_show_the_same(settings):
@@ -132,15 +158,18 @@ def test_progress_stores_the_estimate_and_page_and_cli_show_the_same(settings):
     progress.plan([Phase("features", 100, 0.02, kind="forward"),
                    Phase("head", 10, 1.0)])
     progress.phase(0.0, 0.8, "reading cells", name="features")
-    clock.advance(30)
-    progress(0.25, "reading cells: 25/100")  # 1.2 s a cell: 90 s here, head 10 x 1 x 60
+    clock.advance(10)
+    progress(0.05, "reading cells: 5/100")  # the first batch
+    clock.advance(20)
+    # 20 cells in 20 s: 75 s left here; the head at its prior x 50: 10 x 1 x 50 s.
+    progress(0.25, "reading cells: 25/100")
     from models import TrainingRound
 
     with session_scope(settings.database_url) as s:
         rnd = s.get(TrainingRound, round_id)
-        assert rnd.eta_seconds == pytest.approx(90 + 600)
-        assert rnd.time_left == "about 12 min left"
-        assert progress_text(rnd) == "reading cells: 25/100 · about 12 min left"
+        assert rnd.eta_seconds == pytest.approx(75 + 500)
+        assert rnd.time_left == "about 10 min left"
+        assert progress_text(rnd) == "reading cells: 25/100 · about 10 min left"
 
     from webapp import create_app
 
@@ -150,4 +179,4 @@ def test_progress_stores_the_estimate_and_page_and_cli_show_the_same(settings):
     app.config["TESTING"] = True
     make_user(settings, "boss", "admin")
     row = LoggedIn(app.test_client(), "boss").get(f"/admin/rounds/{round_id}/row")
-    assert "reading cells: 25/100 · about 12 min left" in row.text
+    assert "reading cells: 25/100 · about 10 min left" in row.text

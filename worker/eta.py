@@ -50,6 +50,10 @@ class EtaEstimator:
         self._index = -1
         self._phase_started = clock()
         self._fraction = 0.0
+        # The phase's first report (a baseline: the first batch carries warm-up
+        # costs, e.g. building the graph) and its latest: (clock, fraction).
+        self._first: tuple[float, float] | None = None
+        self._latest: tuple[float, float] | None = None
         # kind -> (seconds, units) measured in finished phases
         self._measured: dict[str, tuple[float, float]] = {}
         # (measured seconds, prior seconds) of finished calibrating phases
@@ -72,6 +76,7 @@ class EtaEstimator:
             self.phases[new].units = units
         self._phase_started = self.clock()
         self._fraction = 0.0
+        self._first = self._latest = None
 
     def set_units(self, units: float) -> None:
         """The current phase's real amount of work, once known (e.g. cells not cached)."""
@@ -80,6 +85,12 @@ class EtaEstimator:
 
     def update(self, fraction: float) -> None:
         self._fraction = min(max(fraction, 0.0), 1.0)
+        if self._fraction <= 0:
+            return
+        now = self.clock()
+        if self._first is None:
+            self._first = (now, self._fraction)
+        self._latest = (now, self._fraction)
 
     def skip(self, name: str) -> None:
         """A phase that will not run after all (e.g. fine-tuning not kept: no re-reading)."""
@@ -94,12 +105,18 @@ class EtaEstimator:
         if self._index < 0:
             return None
         current = self.phases[self._index]
-        elapsed = self.clock() - self._phase_started
-        speed = self._speed_factor(current, elapsed)
+        now = self.clock()
+        elapsed = now - self._phase_started
+        sample = self._current_sample(current)
+        speed = self._speed_factor(current, sample)
         if speed is None:
             return None
-        if self._fraction >= MIN_FRACTION and elapsed >= MIN_PHASE_SECONDS:
-            left = elapsed * (1 - self._fraction) / self._fraction
+        if sample is not None:
+            # The phase's own rate at its latest report, counted down since.
+            seconds, fraction = sample
+            latest_at = self._latest[0]
+            left = seconds * (1 - self._fraction) / fraction - (now - latest_at)
+            left = max(left, 0.0)
         else:
             left = max(current.units * self._rate(current, speed) - elapsed, 0.0)
         for p in self.phases[self._index + 1:]:
@@ -112,22 +129,28 @@ class EtaEstimator:
         seconds, units = self._measured.get(phase.rate_kind, (0.0, 0.0))
         if units > 0:
             return seconds / units
-        return phase.seconds_per_unit * speed
+        # Fixed costs (building, publishing) do not scale with the machine's speed.
+        return phase.seconds_per_unit * (speed if phase.calibrates else 1.0)
 
-    def _current_sample(self, current: Phase, elapsed: float) -> tuple[float, float] | None:
-        """(seconds, units done) of the running phase, once measurable."""
-        if (current.calibrates and current.units > 0 and self._fraction >= MIN_FRACTION
-                and elapsed >= MIN_PHASE_SECONDS):
-            return elapsed, self._fraction * current.units
+    def _current_sample(self, current: Phase) -> tuple[float, float] | None:
+        """(seconds, fraction) the running phase took for the work measured, once
+        measurable: from its first report to its latest (the first report carries
+        one-off costs, e.g. building the graph for the first batch, so a phase is
+        measured only once it has reported twice)."""
+        if self._latest is None or self._fraction < MIN_FRACTION:
+            return None
+        (t0, f0), (t1, f1) = self._first, self._latest
+        if f1 > f0 and t1 - t0 >= MIN_PHASE_SECONDS:
+            return t1 - t0, f1 - f0
         return None
 
-    def _speed_factor(self, current: Phase, elapsed: float) -> float | None:
+    def _speed_factor(self, current: Phase,
+                      sample: tuple[float, float] | None) -> float | None:
         """Measured time / prior time over what has been measured; None if nothing has."""
         measured, prior = self._speed
-        sample = self._current_sample(current, elapsed)
-        if sample is not None:
+        if sample is not None and current.calibrates and current.units > 0:
             measured += sample[0]
-            prior += sample[1] * current.seconds_per_unit
+            prior += sample[1] * current.units * current.seconds_per_unit
         if prior <= 0:
             return None
         return measured / prior
@@ -136,12 +159,15 @@ class EtaEstimator:
         if self._index < 0:
             return
         p = self.phases[self._index]
-        elapsed = self.clock() - self._phase_started
-        done = p.units * max(self._fraction, 0.0) if self._fraction < 1 else p.units
-        # A phase that ended before reporting progress did all its work.
-        done = p.units if done <= 0 else done
         if p.units <= 0 or not p.calibrates:
             return
+        sample = self._current_sample(p)
+        if sample is not None:
+            # Its measured rate, without the first report's warm-up.
+            elapsed, done = sample[0], sample[1] * p.units
+        else:
+            # A phase that ended before reporting twice: all of it, all its work.
+            elapsed, done = self.clock() - self._phase_started, p.units
         seconds, units = self._measured.get(p.rate_kind, (0.0, 0.0))
         self._measured[p.rate_kind] = (seconds + elapsed, units + done)
         self._speed[0] += elapsed

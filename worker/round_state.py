@@ -224,10 +224,15 @@ class Heartbeat:
         p = self.progress
         while not self._stop.wait(self.every_s):
             try:
+                values: dict[str, Any] = {"heartbeat_at": utcnow()}
+                if p.eta is not None:
+                    # The estimate counts down between progress reports too (a
+                    # long epoch), so the page and the CLI never show a stale one.
+                    values["eta_seconds"] = p.eta.seconds_left()
                 with session_scope(p.settings.database_url) as s:
                     written = s.execute(update(TrainingRound)
                                         .where(owned_by(p.round_id, p.token))
-                                        .values(heartbeat_at=utcnow())).rowcount
+                                        .values(**values)).rowcount
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
                 log.warning("heartbeat of round %s not written", p.round_id, exc_info=True)
                 continue
@@ -246,4 +251,4 @@ class Heartbeat:
 
 def heartbeat_interval(settings: Settings) -> float:
     """Several beats per stale interval, so one slow write never looks like a lost worker."""
-    return max(0.5, min(settings.round_stale_seconds / 5, 30.0))
+    return max(0.5, min(settings.round_stale_seconds / 5, 5.0))
