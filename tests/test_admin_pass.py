@@ -108,9 +108,10 @@ def test_comparisons_go_to_their_own_queue(settings):
 
     routes = make_celery(settings).conf.task_routes
     assert routes[RUN_SIMULATION]["queue"] == "simulate" != routes[RUN_ROUND]["queue"]
-    command = worker_command("simulate", name="simulate")
+    command = worker_command("simulate", prefix="simulate")
     assert command[command.index("-Q") + 1] == "simulate"
-    assert "simulate@%h" in command
+    node = command[command.index("-n") + 1]
+    assert node.startswith("simulate-") and node.endswith("@%h")
 
 
 def _comparison(admin, pid: int, **fields) -> int:
@@ -409,7 +410,8 @@ def test_hemaloop_run_starts_the_web_app_and_both_workers_and_stops_them(tmp_pat
         cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while not ("celery@" in log.read_text() and "simulate@" in log.read_text()
+        while not ("-------------- hemaloop-" in log.read_text()
+                   and "-------------- simulate-" in log.read_text()
                    and log.read_text().count(" ready.") >= 2):
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()

@@ -114,4 +114,5 @@ def test_label_train_rerank(app, client, settings, demo_project):
     top = queue["cells"][0]
     assert f'data-image-id="{top["image_id"]}"' in page.text
     assert f'id="suggestion-name">{top["suggestion"]}<' in page.text
-    assert re.search(r'id="suggestion-confidence">\d+%', page.text)
+    # A model this small is weak: its suggestion shows as tentative, confidence and all.
+    assert re.search(r'id="suggestion-confidence">(\(confidence )?\d+%', page.text)

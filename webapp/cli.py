@@ -528,7 +528,7 @@ def run(host: str, port: int, worker: bool) -> None:
             "--beat", "--schedule", str(settings.instance_dir / "celerybeat-schedule")]))
         # Strategy comparisons on a worker of their own, so a round never waits
         # behind one. It imports TensorFlow only when a comparison starts.
-        procs.append(subprocess.Popen(worker_command(SIMULATE_QUEUE, name="simulate")))
+        procs.append(subprocess.Popen(worker_command(SIMULATE_QUEUE, prefix="simulate")))
     procs.append(subprocess.Popen([
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
         "--threads", "4", "--access-logfile", "-",
@@ -587,8 +587,10 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def worker_command(queues: str = "train,score,default", name: str | None = None) -> list[str]:
-    """The Celery worker command line; each call names a new worker.
+def worker_command(queues: str = "train,score,default", name: str | None = None,
+                   prefix: str = "hemaloop") -> list[str]:
+    """The Celery worker command line; each call names a new worker (``prefix``-pid-random),
+    unless ``name`` gives the whole node name.
 
     Celery's default name is ``celery@<host>`` for every worker on a host; two
     workers on one machine (or a container restarted under the same host
@@ -601,7 +603,7 @@ def worker_command(queues: str = "train,score,default", name: str | None = None)
     # TensorFlow's threads and memory in one place on a small machine.
     return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
             "-Q", queues, "--loglevel", "INFO",
-            "-n", f"{name or 'hemaloop'}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h"]
+            "-n", name or f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h"]
 
 
 @main.command()
