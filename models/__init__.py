@@ -7,6 +7,7 @@ from .leases import Lease
 from .projects import LabelClass, Project
 from .review import QueueStatus, ReviewQueue, ReviewQueueItem
 from .simulation import SimulationRun, SimulationStatus
+from .tokens import ApiToken, Scope
 from .training import ModelVersion, Prediction, RoundStatus, TrainingRound
 from .users import Role, User
 
@@ -14,8 +15,8 @@ from .users import Role, User
 from . import open_slots  # noqa: E402,F401  (keeps images.open_slots current on every flush)
 
 __all__ = [
-    "Annotation", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
+    "Annotation", "ApiToken", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
     "Prediction", "Project", "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
-    "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
+    "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
 ]
