@@ -283,3 +283,19 @@ def test_document_and_docs_page_need_no_token_and_no_cdn(app, client, path):
     response = client.get(path)
     assert response.status_code == 200
     assert "cdn" not in response.text.lower() and "<script>" not in response.text
+
+
+def test_an_id_past_64_bits_is_404_not_a_crash(app, client, settings, demo_project):
+    """Found by Schemathesis: /api/v1/cells/<20 digits> was a 500 (OverflowError in the
+    SQLite driver; "integer out of range" on PostgreSQL from 2**31); every <int:...>
+    route now stops at 2**31 - 1."""
+    uid = make_user(settings, "boss", "admin")
+    h = bearer(make_token(settings, uid, ["read", "admin"]))
+    huge = 10**20
+    for url in (f"/api/v1/cells/{huge}", f"/api/v1/projects/{huge}", f"/api/v1/rounds/{huge}",
+                f"/api/v1/projects/{2**63}/cells", f"/api/v1/cells/{2**31}"):
+        _json_refusal(client.get(url, headers=h), 404)
+    LoggedIn(client, "boss")
+    assert client.get(f"/images/{huge}").status_code == 404
+    assert client.get(f"/images/{2**31}").status_code == 404
+    assert client.get(f"/images/{2**31 - 1}").status_code == 404

@@ -27,6 +27,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # its own (API v1 serves both, under the app's CSP).
     app = APIFlask(__name__, instance_path=str(settings.instance_dir), title="hemaloop API",
                    version="1", spec_path=None, docs_path=None, json_errors=False)
+    from .converters import IdConverter
+
+    # Before any route is added: every <int:id> in the app is bounded.
+    app.url_map.converters["int"] = IdConverter
     app.config.update(
         SECRET_KEY=settings.secret_key,
         HEMALOOP=settings,

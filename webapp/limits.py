@@ -38,7 +38,9 @@ def _has_body() -> bool:
 
 def _api_token() -> bool:
     """API v1 is authenticated by a bearer token, not the session (webapp/api/v1/auth.py)."""
-    if request.blueprint != "api_v1":
+    # By path, not blueprint: a URL under /api/v1 that matches no route is a 404
+    # for a caller with a token, as anywhere else.
+    if not request.path.startswith("/api/v1/"):
         return False
     from .api.v1.auth import bearer_token
 

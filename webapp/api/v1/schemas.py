@@ -9,6 +9,8 @@ from apiflask.validators import Length, OneOf, Range
 from models import Split
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN
 
+from ...converters import MAX_ID  # ids are INTEGER on PostgreSQL
+
 STATES = [OPEN, FINAL, EXCLUDED, DISPUTED, FLAGGED]
 MAX_PAGE = 500
 
@@ -22,7 +24,7 @@ class ErrorOut(Schema):
 # --- pages --------------------------------------------------------------------------------
 
 class PageQuery(Schema):
-    cursor = Integer(load_default=0, validate=Range(min=0, max=2**62),
+    cursor = Integer(load_default=0, validate=Range(min=0, max=MAX_ID),
                      metadata={"description": "The `next_cursor` of the previous page."})
     limit = Integer(load_default=100, validate=Range(min=1, max=MAX_PAGE))
 
@@ -105,7 +107,7 @@ class CellPage(Schema):
 # --- leases and annotations ---------------------------------------------------------------
 
 class LeaseIn(Schema):
-    skipped = List(Integer(validate=Range(min=1, max=2**62)), load_default=list,
+    skipped = List(Integer(validate=Range(min=1, max=MAX_ID)), load_default=list,
                    validate=Length(max=500),
                    metadata={"description": "Cells to pass over this time (skipped earlier)."})
 
@@ -120,7 +122,7 @@ class LeaseOut(Schema):
 
 
 class AnnotationQuery(PageQuery):
-    image_id = Integer(validate=Range(min=1, max=2**62))
+    image_id = Integer(validate=Range(min=1, max=MAX_ID))
 
 
 class AnnotationOut(Schema):
@@ -144,13 +146,13 @@ class AnnotationPage(Schema):
 
 
 class AnnotationIn(Schema):
-    image_id = Integer(required=True, validate=Range(min=1, max=2**62))
+    image_id = Integer(required=True, validate=Range(min=1, max=MAX_ID))
     choice = String(required=True, validate=Length(min=1, max=100), metadata={
         "description": "A class name of the project, or `ambiguous` / `unusable`."})
     duration_ms = Integer(validate=Range(min=0, max=2**31))
-    model_version_id = Integer(validate=Range(min=1, max=2**62), metadata={
+    model_version_id = Integer(validate=Range(min=1, max=MAX_ID), metadata={
         "description": "The model whose suggestion you saw (from the lease)."})
-    suggested_class_id = Integer(validate=Range(min=1, max=2**62))
+    suggested_class_id = Integer(validate=Range(min=1, max=MAX_ID))
     submission_id = String(validate=Length(min=1, max=64), metadata={
         "description": "Your id for this decision: a retry with the same id records it once."})
 
