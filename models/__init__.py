@@ -15,7 +15,8 @@ from .users import Role, User
 from . import open_slots  # noqa: E402,F401  (keeps images.open_slots current on every flush)
 
 __all__ = [
-    "Annotation", "ApiToken", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease", "ModelVersion", "Origin",
+    "Annotation", "ApiToken", "Base", "Flag", "Image", "Kind", "LabelClass", "Lease",
+    "ModelVersion", "Origin",
     "Prediction", "Project", "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",

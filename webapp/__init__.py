@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from .admin import bp as admin_bp
     from .api import bp as api_bp
+    from .api.v1 import TAGS as API_TAGS
     from .api.v1 import bp as api_v1_bp
     from .api.v1.docs import only_v1
     from .api.v1.errors import error_processor
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api_v1_bp)
     # Tokens only, never the session cookie: nothing for a forged form to ride on.
     csrf.exempt(api_v1_bp)
-    app.config.update(HTTP_ERROR_SCHEMA=ErrorOut, VALIDATION_ERROR_SCHEMA=ErrorOut)
+    app.config.update(HTTP_ERROR_SCHEMA=ErrorOut, VALIDATION_ERROR_SCHEMA=ErrorOut, TAGS=API_TAGS)
     app.error_processor(error_processor)
     app.spec_processor(only_v1)
     app.register_blueprint(images_bp)

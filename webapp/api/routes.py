@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from flask import abort, request
+from flask_login import current_user
 from sqlalchemy import select
 
-from models import Project, ReviewQueue, Role, TrainingRound
+from models import ReviewQueue, Role, TrainingRound
 
 from ..admin.overview import project_overview
+from ..auth.access import require_project, visible_projects
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
 from ..label.queue import active_version, ranked
@@ -29,7 +31,7 @@ def _round_json(rnd: TrainingRound) -> dict:
 def projects():
     db = get_db()
     out = []
-    for project in db.scalars(select(Project).order_by(Project.id)):
+    for project in db.scalars(visible_projects(db, current_user)).unique():
         o = project_overview(db, project, n_rounds=1)
         out.append({
             "id": project.id, "name": project.name,
@@ -48,7 +50,7 @@ def projects():
 def queue(project_id: int):
     """The ranked queue: what readers will see next, with suggestions."""
     db = get_db()
-    project = get_or_404(Project, project_id, "project")
+    project = require_project(db, current_user, project_id)
     raw = request.args.get("limit", "50")
     limit = int(raw) if raw.isascii() and raw.isdigit() else 0
     if not 1 <= limit <= 1000:
@@ -78,6 +80,7 @@ def queue(project_id: int):
 @role_required(Role.ADMIN)
 def round_status(round_id: int):
     rnd = get_or_404(TrainingRound, round_id, "round")
+    require_project(get_db(), current_user, rnd.project_id)
     return _round_json(rnd)
 
 
@@ -88,7 +91,7 @@ def agreement(project_id: int):
     from ..curate.agreement_report import agreement_report
 
     db = get_db()
-    project = get_or_404(Project, project_id, "project")
+    project = require_project(db, current_user, project_id)
     return {"project_id": project.id, **agreement_report(db, project).as_json()}
 
 
@@ -101,4 +104,5 @@ def cell_history(image_id: int):
 
     db = get_db()
     image = get_or_404(Image, image_id, "cell")
+    require_project(db, current_user, image.project_id)
     return {"image_id": image.id, "events": [event_json(e) for e in timeline(db, image)]}

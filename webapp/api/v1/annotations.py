@@ -39,7 +39,7 @@ def _project(project_id: int) -> Project:
 @bp.doc(tags=["annotations"], operation_id="list_annotations")
 def list_annotations(project_id: int, q: dict):
     """Annotations by id: yours, or (curators and admins) everyone's; undos included
-    as ``retract`` rows naming the decision they void."""
+    as `retract` rows naming the decision they void."""
     db = get_db()
     user = acting_user()
     project = require_project(db, user, project_id)
@@ -67,7 +67,7 @@ def next_cell(project_id: int, body: dict):
     """Lease the next cell that needs you (or the one you hold), as the labeling page does.
 
     Label it with POST /projects/{id}/annotations before the lease runs out
-    (the project's lease minutes); ``cell`` is null when no cell needs you.
+    (the project's lease minutes); `cell` is null when no cell needs you.
     """
     db = get_db()
     user = acting_user()
@@ -94,8 +94,8 @@ def next_cell(project_id: int, body: dict):
 @bp.output(AnnotationCreated, status_code=201)
 @bp.doc(tags=["annotations"], operation_id="create_annotation", responses=[400, 404, 409])
 def create_annotation(project_id: int, body: dict):
-    """Record your decision on a cell leased to you (a class name, ``ambiguous`` or
-    ``unusable``); a repeated ``submission_id`` is recorded once."""
+    """Record your decision on a cell leased to you (a class name, `ambiguous` or
+    `unusable`); a repeated `submission_id` is recorded once."""
     db = get_db()
     user = acting_user()
     project = _project(project_id)

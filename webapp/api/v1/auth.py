@@ -1,8 +1,8 @@
 """Bearer tokens for API v1: who is calling, and with which scopes.
 
-The token is looked up once per request (by its SHA-256) and kept in ``g``:
-``webapp.limits.gate`` asks before reading a request body (anonymous bodies
-are refused unread), the view's ``auth_required`` asks again.
+The token is looked up once per request (by its SHA-256) and kept in `g`:
+`webapp.limits.gate` asks before reading a request body (anonymous bodies
+are refused unread), the view's `auth_required` asks again.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def bearer_token() -> ApiToken | None:
 
 
 def acting_user() -> User:
-    """The token's user (only inside a view protected by ``token_auth``)."""
+    """The token's user (only inside a view protected by `token_auth`)."""
     return g.api_token.user
 
 

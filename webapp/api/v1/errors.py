@@ -1,4 +1,4 @@
-"""Error answers of API v1: ``ErrorOut`` JSON, whichever code path refuses."""
+"""Error answers of API v1: `ErrorOut` JSON, whichever code path refuses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from flask import Response, jsonify
 
 
 def json_error(status: int, error: str, message: str, **detail) -> Response:
-    """A refusal a view returns itself (past ``@bp.output``, which would reshape it)."""
+    """A refusal a view returns itself (past `@bp.output`, which would reshape it)."""
     body = {"error": error, "message": message}
     if detail:
         body["detail"] = detail
