@@ -299,3 +299,34 @@ def test_an_id_past_64_bits_is_404_not_a_crash(app, client, settings, demo_proje
     assert client.get(f"/images/{huge}").status_code == 404
     assert client.get(f"/images/{2**31}").status_code == 404
     assert client.get(f"/images/{2**31 - 1}").status_code == 404
+
+
+# --- every v1 route, by rule ------------------------------------------------------------------
+
+def _v1_routes(app) -> list[tuple[str, str, list[str]]]:
+    """(method, url with ids filled in, scopes the view requires) for every API v1 route;
+    routes added later (imports, exports, predict) are picked up here too."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("api_v1.") or rule.endpoint in (
+                "api_v1.openapi", "api_v1.docs"):
+            continue
+        spec = getattr(app.view_functions[rule.endpoint], "_spec", {})
+        url = re.sub(r"<(?:int:)?\w+>", "1", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, url, list(spec.get("roles") or [])))
+    return out
+
+
+def test_every_v1_route_is_401_without_a_token_and_403_without_its_scope(
+        app, client, settings, demo_project):
+    admin = make_user(settings, "boss", "admin")
+    all_scopes = ["read", "label", "admin"]
+    routes = _v1_routes(app)
+    assert len(routes) >= 13
+    for method, url, roles in routes:
+        assert roles, f"{method} {url} states no scope"
+        _json_refusal(client.open(url, method=method, json={}), 401)
+        others = [s for s in all_scopes if s not in roles]
+        token = make_token(settings, admin, others)
+        _json_refusal(client.open(url, method=method, json={}, headers=bearer(token)), 403)
