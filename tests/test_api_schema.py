@@ -56,12 +56,25 @@ def _models_with_predictions(settings, project_id: int) -> tuple[list[int], list
         return rounds, versions, [i.id for i in images]
 
 
+def _own_decisions(client, headers, project_id: int, n: int) -> list[int]:
+    """Decisions of the token's user (for undo to find), made through the API."""
+    ids = []
+    for _ in range(n):
+        cell = client.post(f"/api/v1/projects/{project_id}/leases", json={},
+                           headers=headers).get_json()["cell"]
+        response = client.post(f"/api/v1/projects/{project_id}/annotations", headers=headers,
+                               json={"image_id": cell["id"], "choice": "lymphocyte"})
+        ids.append(response.get_json()["annotation"]["id"])
+    return ids
+
+
 def test_every_operation_answers_as_documented(app, settings, demo_project):
     admin = make_user(settings, "boss", "admin")
     headers = bearer(make_token(settings, admin, ["read", "label", "admin"]))
     rounds, versions, images = _models_with_predictions(settings, demo_project)
+    annotations = _own_decisions(app.test_client(), headers, demo_project, 3)
     real = {"project_id": [demo_project], "image_id": images, "round_id": rounds,
-            "version_id": versions}
+            "version_id": versions, "annotation_id": annotations}
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 11

@@ -189,6 +189,20 @@ def test_labeling_through_the_api_uses_the_pages_leases_and_rules(app, client, s
     mine = client.get(f"/api/v1/projects/{p}/annotations", headers=h).get_json()
     assert [a["id"] for a in mine["items"]] == [body["annotation"]["id"]]
 
+    # Backspace: undone once, the cell is leased back, and it can be labeled again.
+    undo_url = f"/api/v1/projects/{p}/annotations/{body['annotation']['id']}/undo"
+    undone = client.post(undo_url, headers=h)
+    assert undone.status_code == 200 and undone.get_json()["undone"]["id"] == body["annotation"]["id"]
+    _json_refusal(client.post(undo_url, headers=h), 404)
+    assert client.post(f"/api/v1/projects/{p}/leases", json={}, headers=h
+                       ).get_json()["cell"]["id"] == cell["id"]
+    again = client.post(f"/api/v1/projects/{p}/annotations", headers=h,
+                        json={"image_id": cell["id"], "choice": "monocyte"})
+    assert again.status_code == 201, again.text
+    kinds = [a["kind"] for a in client.get(f"/api/v1/projects/{p}/annotations",
+                                           headers=h).get_json()["items"]]
+    assert kinds == ["label", "retract", "label"]
+
 
 # --- cells ----------------------------------------------------------------------------------
 
@@ -323,7 +337,7 @@ def test_every_v1_route_is_401_without_a_token_and_403_without_its_scope(
     admin = make_user(settings, "boss", "admin")
     all_scopes = ["read", "label", "admin"]
     routes = _v1_routes(app)
-    assert len(routes) >= 13
+    assert len(routes) >= 14
     for method, url, roles in routes:
         assert roles, f"{method} {url} states no scope"
         _json_refusal(client.open(url, method=method, json={}), 401)

@@ -15,12 +15,13 @@ from models import Annotation, Image, Lease, Project, Role, Scope
 
 from ...auth.access import require_project
 from ...db import get_db
-from ...label.decisions import DecisionError, parse, record
+from ...label.decisions import DecisionError, parse, record, undo
 from ...label.leases import next_for
 from . import bp
 from .auth import acting_user, token_auth
 from .errors import json_error
-from .schemas import AnnotationCreated, AnnotationIn, AnnotationPage, AnnotationQuery, LeaseIn, LeaseOut
+from .schemas import (AnnotationCreated, AnnotationIn, AnnotationPage, AnnotationQuery,
+                      AnnotationUndone, LeaseIn, LeaseOut)
 from .serialize import annotation_json, cell_json, class_names, usernames
 
 
@@ -108,3 +109,22 @@ def create_annotation(project_id: int, body: dict):
     names = class_names(project)
     return {"created": created,
             "annotation": annotation_json(annotation, names, {user.id: user.username})}
+
+
+@bp.post("/projects/<int:project_id>/annotations/<int:annotation_id>/undo")
+@bp.auth_required(token_auth, roles=[Scope.LABEL.value])
+@bp.output(AnnotationUndone)
+@bp.doc(tags=["annotations"], operation_id="undo_annotation")
+def undo_annotation(project_id: int, annotation_id: int):
+    """Take back one of your decisions (the page's Backspace): a `retract` row voids
+    it and the cell is leased to you again.  Returns the decision undone; 404 when it
+    is not yours, not in this project, or already undone."""
+    db = get_db()
+    user = acting_user()
+    project = _project(project_id)
+    undone = undo(db, project, user, annotation_id)
+    if undone is None:
+        return json_error(404, "Nothing to undo",
+                          f"Annotation {annotation_id} is not a live decision of yours in "
+                          "this project.")
+    return {"undone": annotation_json(undone, class_names(project), {user.id: user.username})}

@@ -163,6 +163,11 @@ class AnnotationCreated(Schema):
     annotation = Nested(AnnotationOut, required=True)
 
 
+class AnnotationUndone(Schema):
+    undone = Nested(AnnotationOut, required=True, metadata={
+        "description": "The decision now voided (a `retract` row names it)."})
+
+
 # --- rounds and models --------------------------------------------------------------------
 
 class RoundOut(Schema):
