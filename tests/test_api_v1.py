@@ -98,6 +98,14 @@ def test_missing_and_bad_tokens_are_401_json(app, client, settings, demo_project
     _json_refusal(client.get("/api/v1/nothing-here", headers=bearer(expired)), 404)
 
 
+def test_a_body_to_an_unknown_v1_url_with_a_token_is_404(app, client, settings):
+    """Found by Schemathesis: POST /api/v1/projects/-5/leases (no route: ids are not
+    negative) with a valid token was refused as anonymous (401)."""
+    token = make_token(settings, make_user(settings, "reader", "pathologist"), ["label"])
+    _json_refusal(client.post("/api/v1/projects/-5/leases", json={}, headers=bearer(token)), 404)
+    _json_refusal(client.post("/api/v1/projects/-5/leases", json={}), 401)
+
+
 def test_deactivating_a_user_disables_their_tokens(app, client, settings):
     uid = make_user(settings, "reader", "pathologist")
     token = make_token(settings, uid, ["read"])
