@@ -204,8 +204,10 @@ def test_labeling_through_the_api_uses_the_pages_leases_and_rules(app, client, s
     _json_refusal(client.post(undo_url, headers=h), 404)
     assert client.post(f"/api/v1/projects/{p}/leases", json={}, headers=h
                        ).get_json()["cell"]["id"] == cell["id"]
-    again = client.post(f"/api/v1/projects/{p}/annotations", headers=h,
-                        json={"image_id": cell["id"], "choice": "monocyte"})
+    # As the README's example sends it: the lease's (null) suggestion passed on.
+    again = client.post(f"/api/v1/projects/{p}/annotations", headers=h, json={
+        "image_id": cell["id"], "choice": "monocyte", "model_version_id": None,
+        "suggested_class_id": None, "submission_id": None, "duration_ms": None})
     assert again.status_code == 201, again.text
     kinds = [a["kind"] for a in client.get(f"/api/v1/projects/{p}/annotations",
                                            headers=h).get_json()["items"]]

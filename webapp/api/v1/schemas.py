@@ -149,11 +149,12 @@ class AnnotationIn(Schema):
     image_id = Integer(required=True, validate=Range(min=1, max=MAX_ID))
     choice = String(required=True, validate=Length(min=1, max=100), metadata={
         "description": "A class name of the project, or `ambiguous` / `unusable`."})
-    duration_ms = Integer(validate=Range(min=0, max=2**31))
-    model_version_id = Integer(validate=Range(min=1, max=MAX_ID), metadata={
+    # Optional, and null accepted: a lease without a suggestion passes its nulls on.
+    duration_ms = Integer(allow_none=True, validate=Range(min=0, max=2**31))
+    model_version_id = Integer(allow_none=True, validate=Range(min=1, max=MAX_ID), metadata={
         "description": "The model whose suggestion you saw (from the lease)."})
-    suggested_class_id = Integer(validate=Range(min=1, max=MAX_ID))
-    submission_id = String(validate=Length(min=1, max=64), metadata={
+    suggested_class_id = Integer(allow_none=True, validate=Range(min=1, max=MAX_ID))
+    submission_id = String(allow_none=True, validate=Length(min=1, max=64), metadata={
         "description": "Your id for this decision: a retry with the same id records it once."})
 
 
