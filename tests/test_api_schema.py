@@ -17,43 +17,13 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                response_schema_conformance,
                                                status_code_conformance)
-from sqlalchemy import select
 
-from models import Image, ModelVersion, Prediction, RoundStatus, Split
-from models.db import session_scope
-from tests.api_tokens import bearer, make_token
-from tests.conftest import add_round, make_user
+from tests.api_helpers import bearer, make_token, models_with_predictions
+from tests.conftest import make_user
 
 MAX_EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-
-
-def _models_with_predictions(settings, project_id: int) -> tuple[list[int], list[int]]:
-    """Two finished rounds and their versions (the second active, with predictions)."""
-    rounds = [add_round(settings, project_id, status=RoundStatus.SUCCEEDED) for _ in range(2)]
-    with session_scope(settings.database_url) as s:
-        images = s.scalars(select(Image).where(Image.project_id == project_id)).all()
-        from models import Project
-
-        class_ids = [c.id for c in s.get(Project, project_id).classes]
-        versions = []
-        for i, round_id in enumerate(rounds):
-            v = ModelVersion(project_id=project_id, round_id=round_id, artifact_path="x.keras",
-                             class_ids=class_ids, input_size=75, backbone_weights="none",
-                             metrics={}, is_active=i == 1)
-            s.add(v)
-            s.flush()
-            versions.append(v.id)
-        for n, image in enumerate(images):
-            if image.split != Split.POOL:
-                continue
-            conf = (n % 10) / 10 + 0.05
-            s.add(Prediction(model_version_id=versions[1], image_id=image.id,
-                             probabilities={str(class_ids[0]): conf},
-                             predicted_class_id=class_ids[n % len(class_ids)], confidence=conf,
-                             entropy=1 - conf, margin=conf / 2, least_confidence=1 - conf))
-        return rounds, versions, [i.id for i in images]
 
 
 def _own_decisions(client, headers, project_id: int, n: int) -> list[int]:
@@ -71,7 +41,7 @@ def _own_decisions(client, headers, project_id: int, n: int) -> list[int]:
 def test_every_operation_answers_as_documented(app, settings, demo_project):
     admin = make_user(settings, "boss", "admin")
     headers = bearer(make_token(settings, admin, ["read", "label", "admin"]))
-    rounds, versions, images = _models_with_predictions(settings, demo_project)
+    rounds, versions, images = models_with_predictions(settings, demo_project)
     annotations = _own_decisions(app.test_client(), headers, demo_project, 3)
     real = {"project_id": [demo_project], "image_id": images, "round_id": rounds,
             "version_id": versions, "annotation_id": annotations}

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from models import Annotation, ApiToken, Origin, RoundStatus, TrainingRound, User, utcnow
 from models.db import session_scope
 from models.tokens import hash_token
-from tests.api_tokens import bearer, make_token
+from tests.api_helpers import bearer, make_token, models_with_predictions
 from tests.conftest import LoggedIn, make_user
 
 
@@ -354,3 +354,36 @@ def test_every_v1_route_is_401_without_a_token_and_403_without_its_scope(
         others = [s for s in all_scopes if s not in roles]
         token = make_token(settings, admin, others)
         _json_refusal(client.open(url, method=method, json={}, headers=bearer(token)), 403)
+
+
+def test_predictions_filters_and_blind_reading(app, client, settings, demo_project):
+    from models import Project
+
+    _rounds, _versions, _images = models_with_predictions(settings, demo_project)
+    reader = make_user(settings, "reader", "pathologist")
+    curator = make_user(settings, "cur", "curator")
+    hr = bearer(make_token(settings, reader, ["read", "label"]))
+    hc = bearer(make_token(settings, curator, ["read"]))
+    p = demo_project
+    confident = client.get(f"/api/v1/projects/{p}/cells?min_confidence=0.8&limit=500",
+                           headers=hr).get_json()["items"]
+    assert confident and all(c["prediction"]["confidence"] >= 0.8 for c in confident)
+    some = confident[0]["prediction"]["predicted_class"]
+    by_class = client.get(f"/api/v1/projects/{p}/cells?predicted_class={some}&limit=500",
+                          headers=hr).get_json()["items"]
+    assert by_class and {c["prediction"]["predicted_class"] for c in by_class} == {some}
+    lease = client.post(f"/api/v1/projects/{p}/leases", json={}, headers=hr).get_json()
+    assert lease["model_version_id"] == _versions[1] and lease["suggested_class_id"]
+
+    with session_scope(settings.database_url) as s:
+        s.get(Project, p).blind_reading = True
+    # Blind reading: readers see no prediction anywhere; curators still do.
+    _json_refusal(client.get(f"/api/v1/projects/{p}/cells?min_confidence=0.8", headers=hr), 403)
+    cells = client.get(f"/api/v1/projects/{p}/cells?limit=500", headers=hr).get_json()["items"]
+    assert all(c["prediction"] is None for c in cells)
+    assert client.get(f"/api/v1/cells/{confident[0]['id']}", headers=hr
+                      ).get_json()["prediction"] is None
+    assert client.get(f"/api/v1/cells/{confident[0]['id']}", headers=hc
+                      ).get_json()["prediction"] is not None
+    held = client.post(f"/api/v1/projects/{p}/leases", json={}, headers=hr).get_json()
+    assert held["cell"]["prediction"] is None and held["suggested_class_id"] is None
