@@ -94,7 +94,7 @@ def main() -> None:
         sys.exit(f"round {status.value}")
     total = end - start
     errors = []
-    for at, eta, phase in readings:
+    for at, eta, _phase in readings:
         if eta is None or at - start < 0.1 * total:
             continue
         actual = end - at

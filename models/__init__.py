@@ -11,10 +11,10 @@ depth rules).
 from importlib import import_module
 
 __all__ = [
-    "Annotation", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind", "LabelClass",
-    "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember", "QueueStatus",
-    "ReviewQueue", "ReviewQueueItem", "Role",
-    "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
+    "Annotation", "ApiToken", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind",
+    "LabelClass", "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember",
+    "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
+    "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
 ]
 

@@ -15,6 +15,7 @@ from .memberships import ProjectMember
 from .projects import LabelClass, Project
 from .review import QueueStatus, ReviewQueue, ReviewQueueItem
 from .simulation import SimulationRun, SimulationStatus
+from .tokens import ApiToken, Scope
 from .training import ModelVersion, Prediction, RoundStatus, TrainingRound
 from .users import Role, User
 
@@ -22,9 +23,9 @@ from .users import Role, User
 from . import open_slots  # noqa: E402,F401  (keeps images.open_slots current on every flush)
 
 __all__ = [
-    "Annotation", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind", "LabelClass",
-    "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember", "QueueStatus",
-    "ReviewQueue", "ReviewQueueItem", "Role",
-    "RoundStatus", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
+    "Annotation", "ApiToken", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind",
+    "LabelClass", "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember",
+    "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
+    "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
 ]

@@ -16,6 +16,7 @@ from tests.helpers import LoggedIn, csrf_token, make_user
 
 PUBLIC = "public"  # anyone, logged in or not
 LOGIN = "login"  # any logged-in user, whatever the role
+TOKEN = "token"  # API v1: a bearer token only; a browser session, any role, gets 401 JSON
 ROLES = ["pathologist", "curator", "admin"]
 RANK = {LOGIN: 0, "pathologist": 1, "curator": 2, "admin": 3}
 
@@ -27,6 +28,24 @@ POLICY = {
     "auth.login": PUBLIC,
     "auth.logout": LOGIN,
     "auth.account": LOGIN,
+    "auth.create_token": LOGIN,
+    "auth.revoke_token": LOGIN,
+    "api_v1.activate": TOKEN,
+    "api_v1.cancel": TOKEN,
+    "api_v1.create_annotation": TOKEN,
+    "api_v1.get_cell": TOKEN,
+    "api_v1.get_project": TOKEN,
+    "api_v1.get_round": TOKEN,
+    "api_v1.list_annotations": TOKEN,
+    "api_v1.list_cells": TOKEN,
+    "api_v1.list_projects": TOKEN,
+    "api_v1.list_rounds": TOKEN,
+    "api_v1.list_versions": TOKEN,
+    "api_v1.next_cell": TOKEN,
+    "api_v1.start_round": TOKEN,
+    "api_v1.undo_annotation": TOKEN,
+    "api_v1.docs": PUBLIC,
+    "api_v1.openapi": PUBLIC,
     "index": LOGIN,
     "images.file": LOGIN,
     "label.index": "pathologist",
@@ -141,6 +160,10 @@ def test_each_route_admits_exactly_its_roles(app, settings):
             assert response.status_code < 500, where
             if need == PUBLIC:
                 assert response.status_code != 403 and not _is_login_redirect(response), where
+            elif need == TOKEN:  # tests/test_api_v1.py tries the tokens and their scopes
+                assert response.status_code == 401 and response.is_json, where
+            elif who == "anonymous" and endpoint.startswith("api."):
+                assert response.status_code == 401 and response.is_json, where  # never a redirect
             elif who == "anonymous":
                 assert _is_login_redirect(response), where
             elif endpoint == "auth.logout":  # allowed, it ends the session (tried last)

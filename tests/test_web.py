@@ -186,8 +186,12 @@ def test_role_gating(sqlite_app, sqlite_settings, tmp_path):
     pid = _small_project(sqlite_settings, tmp_path, "p", 2)
     anonymous = sqlite_app.test_client()
     for url in ["/", "/label/", f"/label/{pid}", "/admin/", "/curate/", "/images/1",
-                "/admin/rounds/1", "/api/rounds/1"]:
+                "/admin/rounds/1"]:
         assert _is_login_redirect(anonymous.get(url)), url
+    # The JSON API answers a program with 401 JSON, never a login page (issue 13).
+    for url in ["/api/rounds/1", "/api/projects", f"/api/projects/{pid}/queue"]:
+        response = anonymous.get(url)
+        assert response.status_code == 401 and response.json["error"] == "Unauthorized", url
 
     make_user(sqlite_settings, "reader", "pathologist")
     make_user(sqlite_settings, "cur", "curator")

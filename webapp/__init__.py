@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 
+from apiflask import APIFlask
 from flask import Flask, g
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -20,7 +21,12 @@ from .extensions import csrf, limiter, login_manager
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    # APIFlask is Flask plus an OpenAPI generator: API v1's document is built
+    # from its routes and schemas (webapp/api/v1).  Pages keep their own error
+    # handlers (json_errors off); APIFlask serves no document or docs page of
+    # its own (API v1 serves both, under the app's CSP).
+    app = APIFlask(__name__, instance_path=str(settings.instance_dir), title="hemaloop API",
+                   version="1", spec_path=None, docs_path=None, json_errors=False)
     from .routing import install_id_bounds
 
     install_id_bounds(app)
@@ -48,6 +54,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         RATELIMIT_HEADERS_ENABLED=False,
         WTF_CSRF_TIME_LIMIT=None,  # a labeling session can last all day
         SEND_FILE_MAX_AGE_DEFAULT=3600,
+        OPENAPI_VERSION="3.0.3",
+        AUTO_SERVERS=False,
+        DESCRIPTION="hemaloop's API: projects, cells, labels, rounds and model versions. "
+                    "Authenticate with a personal access token from the Account page: "
+                    "`Authorization: Bearer <token>`.",
     )
     logging.basicConfig(level=settings.log_level)
     # Made now, not at the first unknown-user login, which would otherwise
@@ -79,6 +90,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from .admin import bp as admin_bp
     from .api import bp as api_bp
+    from .api.v1 import TAGS as API_TAGS
+    from .api.v1 import bp as api_v1_bp
+    from .api.v1.docs import only_v1
+    from .api.v1.errors import error_processor
+    from .api.v1.schemas import ErrorOut
     from .auth import bp as auth_bp
     from .curate import bp as curate_bp
     from .exports.routes import bp as exports_bp
@@ -90,6 +106,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(curate_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(api_v1_bp)
+    # Tokens only, never the session cookie: nothing for a forged form to ride on.
+    csrf.exempt(api_v1_bp)
+    app.config.update(HTTP_ERROR_SCHEMA=ErrorOut, VALIDATION_ERROR_SCHEMA=ErrorOut, TAGS=API_TAGS)
+    app.error_processor(error_processor)
+    app.spec_processor(only_v1)
     app.register_blueprint(images_bp)
     app.register_blueprint(exports_bp)
 

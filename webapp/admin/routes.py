@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from wtforms import SelectChoice
@@ -8,9 +8,7 @@ from wtforms import SelectChoice
 from models import ModelVersion, Project, Role, TrainingRound
 from models.fine_tune_cost import fine_tune_costs
 from models.labels import ReadingRules, unsettled_by
-from worker.celery_app import SCORE_VERSION
 from worker.launch import RoundRefused, cancel_round, create_round, enqueue_round
-from worker.activation import activate
 
 from ..auth.roles import role_required
 from ..db import get_db, get_or_404
@@ -19,6 +17,7 @@ from . import bp
 from .forms import ProjectSettingsForm, ReadingSettingsForm
 from .polling import polled
 from .overview import history_chart, project_overview, quality_chart, recent_rounds, versions_of
+from .versions import activate_and_rescore
 
 
 def _project(project_id: int) -> Project:
@@ -117,16 +116,11 @@ def activate_version(version_id: int):
     db = get_db()
     version = get_or_404(ModelVersion, version_id, "model version")
     if not version.is_active:
-        activate(db, version)
-        db.commit()
-        try:
-            celery().send_task(SCORE_VERSION, args=[version.id])
-        except Exception:  # noqa: BLE001 - activation stands; scoring can be redone
-            current_app.logger.exception("could not enqueue scoring of version %s", version.id)
+        if activate_and_rescore(db, version):
+            flash(f"Model v{version.id} is now active; new cells are being scored.", "info")
+        else:
             flash(f"Model v{version.id} is active, but re-scoring could not be queued; "
                   "cells imported since its round have no suggestion yet.", "error")
-        else:
-            flash(f"Model v{version.id} is now active; new cells are being scored.", "info")
     return redirect(url_for("admin.models", project_id=version.project_id))
 
 

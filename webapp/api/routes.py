@@ -80,6 +80,7 @@ def queue(project_id: int):
 @role_required(Role.ADMIN)
 def round_status(round_id: int):
     rnd = get_or_404(TrainingRound, round_id, "round")
+    require_project(get_db(), current_user, rnd.project_id)
     return _round_json(rnd)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import abort
+from flask import abort, request
 from flask_login import current_user, login_required
 
 from models import Role
@@ -16,10 +16,17 @@ def role_required(role: Role):
     def decorator(view):
         @wraps(view)
         @login_required
-        def wrapped(*args, **kwargs):
+        def checked(*args, **kwargs):
             if not current_user.has_role(role):
                 abort(403, description=f"This page is for {role.value}s.")
             return view(*args, **kwargs)
+
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            # A program calling /api gets a 401 it can read, not a login page.
+            if request.blueprint == "api" and not current_user.is_authenticated:
+                abort(401, description="Log in first; programs use /api/v1 with a token.")
+            return checked(*args, **kwargs)
 
         return wrapped
 

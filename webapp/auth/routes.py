@@ -14,6 +14,7 @@ from ..extensions import login_manager
 from . import bp, sessions
 from .forms import ChangePasswordForm, LoginForm
 from .throttle import limit_failed_logins
+from .tokens import account_page
 
 
 @login_manager.user_loader
@@ -98,15 +99,14 @@ def account():
         user = current_user._get_current_object()
         if not user.check_password(form.current.data):
             form.current.errors.append("That is not your current password.")
-            return render_template("auth/account.html", form=form), 400
+            return account_page(form, status=400)
         if form.new.data == form.current.data:
             form.new.errors.append("Choose a password other than the current one.")
-            return render_template("auth/account.html", form=form), 400
+            return account_page(form, status=400)
         user.set_password(form.new.data)  # ends this account's other sessions
         user.must_change_password = False
         get_db().commit()
         sessions.start(user)  # this browser's session carries the new version
         flash("Your password has been changed; your other sessions have ended.", "info")
         return redirect(url_for("auth.account"))
-    status = 400 if request.method == "POST" else 200
-    return render_template("auth/account.html", form=form), status
+    return account_page(form, status=400 if request.method == "POST" else 200)
