@@ -55,8 +55,10 @@ def test_every_operation_answers_as_documented(app, settings, demo_project):
         @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
                              suppress_health_check=list(HealthCheck))
         def run(case, data):
-            for name in list(case.path_parameters or {}):
-                if data.draw(st.booleans()):
+            # All of a path's ids real, or all generated: an operation with two ids
+            # (a project's annotation) reaches the real thing half the time, not a quarter.
+            if data.draw(st.booleans()):
+                for name in list(case.path_parameters or {}):
                     case.path_parameters[name] = data.draw(st.sampled_from(real[name]))
             if isinstance(case.body, dict) and "image_id" in case.body and data.draw(st.booleans()):
                 case.body["image_id"] = data.draw(st.sampled_from(images))

@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from models import Annotation, ApiToken, Origin, RoundStatus, TrainingRound, User, utcnow
+from models import Annotation, ApiToken, Origin, Project, RoundStatus, TrainingRound, User, utcnow
 from models.db import session_scope
 from models.tokens import hash_token
 from tests.api_helpers import bearer, make_token, models_with_predictions
-from tests.helpers import LoggedIn, make_user
+from tests.helpers import LoggedIn, make_user, open_to_readers
 
 
 def _json_refusal(response, status: int) -> None:
@@ -138,6 +138,11 @@ def test_scopes_and_roles_are_403_json(app, client, settings, demo_project):
     with session_scope(settings.database_url) as s:
         s.get(User, admin).role = "curator"
     _json_refusal(client.get(f"/api/v1/projects/{p}/models", headers=bearer(admin_token)), 403)
+    # A curator reads only the projects they are a reader of (admins read all).
+    _json_refusal(client.get(f"/api/v1/projects/{p}/cells?state=open",
+                             headers=bearer(admin_token)), 404)
+    with session_scope(settings.database_url) as s:
+        open_to_readers(s, s.get(Project, p))
     assert client.get(f"/api/v1/projects/{p}/cells?state=open",
                       headers=bearer(admin_token)).status_code == 200
     _json_refusal(client.get("/api/v1/projects/999999", headers=bearer(admin_token)), 404)
