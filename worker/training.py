@@ -7,13 +7,16 @@
 3. ``read_features``: backbone features for every cell the round needs, through
    the feature cache (worker/backbone.py).
 4. ``split_labels`` and ``train_head``: phase 1, the head on cached features (a
-   frozen base), with the validation split of worker/head.py.
+   frozen base), fitted and calibrated by worker/ml/head.py's
+   ``fit_calibrated_head`` (validation split, training, temperature): the same
+   function the simulator calls.
 5. ``fine_tune_if_better``: phase 2 (when the project asks): unfreeze the top
    blocks, fine-tune on augmented images at a low rate, keep it only if the
    validation loss fell, then re-extract features with the new backbone (cached
    under this attempt's own key).
-6. ``evaluate``: temperature scaling on the validation split; metrics and
-   calibration error on the test split; calibrated predictions for every
+6. ``evaluate``: the head's temperature (fitted again on the validation split
+   when fine-tuning changed the backbone); metrics and calibration error on the
+   test split; calibrated predictions for every
    undecided pool cell.
 7. ``save_and_publish``: save the model under this attempt's name and publish
    version, predictions and results in one transaction (only while the attempt
@@ -37,9 +40,9 @@ from models.labels import labeled_images, unlabeled_pool
 from models.settings import Settings
 
 from .backbone import SEED, configured_key, features_through_cache, pristine_key
-from .head import MIN_VALIDATION_FOR_TEMPERATURE, VALIDATION_FRACTION, validation_split
-from .head import temperature as head_temperature
 from .launch import RoundError, check_trainable
+from .ml.head import MIN_VALIDATION_FOR_TEMPERATURE, VALIDATION_FRACTION
+from .ml.head import temperature as head_temperature
 from .publish import publish
 from .round_state import AttemptSuperseded, Cancelled, Progress
 
@@ -217,13 +220,13 @@ class RoundState:
     index_of: dict[int, int] = field(default_factory=dict)
     train_rows: np.ndarray | None = None
     y_all: np.ndarray | None = None
+    # train_head (the validation split and temperature come with the head), fine_tune_if_better
     fit: np.ndarray | None = None
     val: np.ndarray | None = None
-    # train_head, fine_tune_if_better
+    temperature: float = 1.0
     history: dict[str, Any] = field(default_factory=dict)
     fine_tune_info: dict[str, Any] = field(default_factory=dict)
     # evaluate
-    temperature: float = 1.0
     metrics: dict[str, Any] = field(default_factory=dict)
     n_test: int = 0
     pool_ids: list[int] = field(default_factory=list)
@@ -318,7 +321,7 @@ def read_features(st: RoundState) -> None:
 
 
 def split_labels(st: RoundState) -> None:
-    """The readable training cells, their labels, and the validation split."""
+    """The readable training cells and their labels (class indices)."""
     data, ok, row_of = st.data, st.ok, st.row_of
     st.index_of = {cid: k for k, cid in enumerate(data.class_ids)}
     st.train_rows = np.array([row_of[i] for i, _ in data.train if ok[row_of[i]]],
@@ -327,27 +330,26 @@ def split_labels(st: RoundState) -> None:
                         dtype=np.int64)
     check_trainable(label_counts_of([(0, data.class_ids[k]) for k in st.y_all]), st.names,
                     data.min_per_class)
-    st.fit, st.val = validation_split(st.y_all, SEED)
-    if not len(st.val):
-        st.warnings.append("Too few labels for a validation split: no early stopping, "
-                           "and suggestions are not calibrated (temperature 1).")
 
 
 def train_head(st: RoundState) -> None:
-    """Phase 1: the head on cached features (a frozen base)."""
+    """Phase 1: the head on cached features (a frozen base), fitted and calibrated
+    as the simulator does it (worker/ml/head.py), which also makes the validation split."""
     settings, progress = st.settings, st.progress
     st.phase("head", "training the classifier head")
     t = time.perf_counter()
-    rows, y = st.train_rows, st.y_all
     head = st.clf.fit_head(
-        st.feats[rows[st.fit]], y[st.fit], epochs=settings.head_epochs,
-        batch_size=settings.batch_size, warm=st.parent_id is not None,
-        validation=(st.feats[rows[st.val]], y[st.val]),
+        st.feats[st.train_rows], st.y_all, epochs=settings.head_epochs,
+        batch_size=settings.batch_size, seed=SEED, warm=st.parent_id is not None,
         progress=lambda ep, total, logs: progress(
             ep / max(total, 1), f"head: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
             force=True),
         should_stop=progress.cancelled,
     )
+    st.fit, st.val, st.temperature = head.fit, head.val, head.temperature
+    if not len(st.val):
+        st.warnings.append("Too few labels for a validation split: no early stopping, "
+                           "and suggestions are not calibrated (temperature 1).")
     st.history["head"] = head.history
     st.timings["head_s"] = time.perf_counter() - t
 
@@ -425,7 +427,10 @@ def evaluate(st: RoundState) -> None:
                                "epochs_run": len(st.history["head"].get("loss", []))}
     if st.fine_tune_info:
         metrics["fine_tune"] = st.fine_tune_info
-    temperature = head_temperature(logits[val_rows], y_val)
+    temperature = st.temperature
+    if st.fine_tune_info.get("kept"):
+        # The backbone changed: the head's logits did too; the same rule again.
+        temperature = head_temperature(logits[val_rows], y_val)
     if 0 < len(val) < MIN_VALIDATION_FOR_TEMPERATURE:
         st.warnings.append(f"Only {len(val)} validation cells: suggestions are not calibrated.")
     if len(val):

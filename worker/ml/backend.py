@@ -11,8 +11,9 @@ import numpy as np
 
 from models.files import atomic_write
 from worker.ml.features import apply_to_images, extract_features
+from worker.ml.head import CalibratedHead, HeadFit, fit_calibrated_head
 from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER, backbone_of, build_classifier
-from worker.ml.train import HeadTrainingResult, install_head, train_head
+from worker.ml.train import install_head
 from worker.ml.weights import resolve_backbone_weights
 
 MODEL_SUFFIX = ".keras"  # Keras 3 only loads whole models from files named so
@@ -88,26 +89,20 @@ class CellClassifier:
         should_stop: Callable[[], bool] | None = None,
         seed: int = 0,
         warm: bool = False,
-        validation: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> HeadTrainingResult:
-        """Train the head on cached features and install it; labels index `class_ids`.
+    ) -> CalibratedHead:
+        """Fit and calibrate the head on cached features and install it; labels
+        index `class_ids`.  The same procedure as the simulator's
+        (worker/ml/head.py): validation split, head training, temperature.
 
         ``warm`` starts from the head this classifier already has (a loaded
         earlier model) instead of a fresh one.
         """
         initial = self.model.get_layer(HEAD_LAYER).get_weights() if warm else None
-        result = train_head(
-            features,
-            labels_idx,
-            len(self.class_ids),
-            epochs=epochs,
-            batch_size=batch_size,
-            dropout=float(self.model.get_layer(DROPOUT_LAYER).rate),
-            seed=seed,
-            progress=progress,
-            should_stop=should_stop,
-            initial=initial,
-            validation=validation,
+        config = HeadFit(epochs=epochs, batch_size=batch_size,
+                         dropout=float(self.model.get_layer(DROPOUT_LAYER).rate))
+        result = fit_calibrated_head(
+            features, labels_idx, len(self.class_ids), config, seed=seed,
+            initial=initial, progress=progress, should_stop=should_stop,
         )
         install_head(self.model, result.weights)
         return result

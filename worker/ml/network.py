@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+from worker.ml.head import HEAD_DROPOUT
 from worker.ml.weights import (
     EXPLICIT_DOWNLOAD_TIMEOUT,
     IMAGENET_NOTOP_FILE,
@@ -29,7 +30,7 @@ def build_classifier(
     num_classes: int,
     input_size: int,
     weights: str | None,
-    dropout: float = 0.3,
+    dropout: float = HEAD_DROPOUT,
     seed: int | None = None,
 ) -> keras.Model:
     """Build backbone -> gap -> dropout -> head(softmax).

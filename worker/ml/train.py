@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from worker.ml.head import HEAD_DROPOUT, HEAD_LEARNING_RATE, VALIDATION_FRACTION
 from worker.ml.network import HEAD_LAYER
 
 # Validation split rules: below these, a held-out set is too small to say
 # anything and would only take examples away from training.
 MIN_LABELS_FOR_VALIDATION = 20
 MIN_PER_CLASS_FOR_VALIDATION = 2
-VALIDATION_FRACTION = 0.15
 EARLY_STOPPING_PATIENCE = 5
 # Early stopping on validation loss needs a validation set big enough for its
 # loss to mean something: on a handful of cells (15% of 100 labels is 15) it
@@ -154,8 +154,8 @@ def train_head(
     *,
     epochs: int,
     batch_size: int,
-    dropout: float = 0.3,
-    learning_rate: float = 1e-3,
+    dropout: float = HEAD_DROPOUT,
+    learning_rate: float = HEAD_LEARNING_RATE,
     seed: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,

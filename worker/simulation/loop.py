@@ -1,8 +1,8 @@
 """The simulated loop: train, score, select, reveal; repeat.
 
 Each round does what a production round does on cached features: the head
-trained by worker/ml/train.py with the round's stratified validation split,
-temperature scaling on that split, calibrated probabilities for the pool, and
+fitted and calibrated by the function rounds call (worker/ml/head.py:
+validation split, training, temperature), calibrated probabilities for the pool, and
 the next batch chosen by worker/ml/selection.  The oracle reveals the chosen
 cells' labels.  The test split is fixed for the whole run, so every strategy
 and repeat is scored on the same cells.
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker.ml import calibration, embeddings
+from worker.ml.head import HEAD_DROPOUT, HeadFit, fit_calibrated_head
 from worker.ml.selection import Candidates, check_request, select_batch
 from worker.ml.selection.bald import DEFAULT_PASSES, mc_dropout_probs
-
-HEAD_DROPOUT = 0.3  # the classifier's Dropout rate (worker/ml/network.py)
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,16 @@ class Head:
 
 def train_round_head(x: np.ndarray, y: np.ndarray, num_classes: int, config: HeadConfig,
                      seed: int) -> Head:
-    """The production round's head: validation split, early stopping, temperature."""
+    """The production round's head: the same fit-and-calibrate call as a round's."""
     import keras
 
-    from worker.head import temperature as head_temperature
-    from worker.head import validation_split
-    from worker.ml.train import train_head
-
-    fit, val = validation_split(y, seed)
-    result = train_head(x[fit], y[fit], num_classes, epochs=config.epochs,
-                        batch_size=config.batch_size, dropout=HEAD_DROPOUT, seed=seed,
-                        validation=(x[val], y[val]))
+    fitted = fit_calibrated_head(x, y, num_classes,
+                                 HeadFit(epochs=config.epochs, batch_size=config.batch_size),
+                                 seed=seed)
     # The simulator builds hundreds of small models in one process.
     keras.backend.clear_session()
-    kernel, bias = result.weights
-    return Head(kernel, bias, head_temperature(x[val] @ kernel + bias, y[val]))
+    kernel, bias = fitted.weights
+    return Head(kernel, bias, fitted.temperature)
 
 
 def evaluate(head: Head, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> tuple[float, float]:

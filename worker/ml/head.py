@@ -1,0 +1,105 @@
+"""The head's fit and calibration: one procedure for rounds and the simulator.
+
+A round (worker/training.py, through ``CellClassifier.fit_head``) and the
+strategy simulator (worker/simulation/loop.py) both call
+``fit_calibrated_head``: the same validation split, the same head training
+(worker/ml/train.py: zero-initialised Dense on standardised features, Adam,
+balanced class weights, early stopping on a large enough split) and the same
+temperature rule, so the simulator's curves describe the loop the rounds
+really run and cannot drift from it.
+
+NumPy only at import time (TensorFlow is imported when a head is fitted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+VALIDATION_FRACTION = 0.15
+MIN_VALIDATION_FOR_TEMPERATURE = 10
+# The classifier's Dropout rate (worker/ml/network.py builds it with this).
+HEAD_DROPOUT = 0.3
+HEAD_LEARNING_RATE = 1e-3
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """How a head is trained: what a round's settings and the simulator's config give."""
+
+    epochs: int
+    batch_size: int
+    dropout: float = HEAD_DROPOUT
+    learning_rate: float = HEAD_LEARNING_RATE
+
+
+@dataclass
+class CalibratedHead:
+    """A fitted head on raw features and its temperature; ``fit``/``val`` index the labels."""
+
+    weights: list[np.ndarray]  # [Dense kernel (d x k), bias (k)], float32
+    temperature: float
+    history: dict[str, list[float]]
+    epochs_run: int
+    fit: np.ndarray
+    val: np.ndarray
+
+
+def validation_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, validation rows); no validation rows when there are too few labels."""
+    from worker.ml.train import stratified_validation_split, wants_validation
+
+    if wants_validation(y):
+        return stratified_validation_split(y, VALIDATION_FRACTION, seed)
+    return np.arange(len(y)), np.zeros(0, dtype=np.int64)
+
+
+def temperature(val_logits: np.ndarray, y_val: np.ndarray) -> float:
+    """Temperature scaling on the validation cells; 1 (uncalibrated) with too few."""
+    from worker.ml import calibration
+
+    if len(y_val) >= MIN_VALIDATION_FOR_TEMPERATURE:
+        return calibration.fit_temperature(val_logits, y_val)
+    return 1.0
+
+
+def fit_calibrated_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    config: HeadFit,
+    *,
+    seed: int,
+    initial: list[np.ndarray] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CalibratedHead:
+    """Split off validation, train the head on the rest, fit its temperature on validation.
+
+    ``labels`` index the classes (0..num_classes-1).  ``initial`` (a head's
+    [kernel, bias] on raw features) warm-starts training; ``progress`` hears
+    each epoch; ``should_stop`` cancels (worker.ml.train.TrainingCancelled).
+    """
+    from worker.ml.train import train_head
+
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    fit, val = validation_split(labels, seed)
+    result = train_head(
+        features[fit], labels[fit], num_classes,
+        epochs=config.epochs, batch_size=config.batch_size, dropout=config.dropout,
+        learning_rate=config.learning_rate, seed=seed, progress=progress,
+        should_stop=should_stop, initial=initial,
+        validation=(features[val], labels[val]),
+    )
+    kernel, bias = result.weights
+    return CalibratedHead(
+        weights=result.weights,
+        temperature=temperature(features[val] @ kernel + bias, labels[val]),
+        history=result.history,
+        epochs_run=result.epochs_run,
+        fit=fit,
+        val=val,
+    )
