@@ -61,7 +61,7 @@ def seed(url: str, storage: Path, cells: int, readers: int) -> int:
                         width=360, height=363, original_name=f"c{i}.jpg", source="bench",
                         split=Split.POOL, shuffle_key=((i * 2654435761) % 2**32) / 2**32))
         for n in range(readers):
-            create_user(s, f"reader{n}", Role.PATHOLOGIST, PASSWORD)
+            create_user(s, f"reader{n}", Role.PATHOLOGIST, PASSWORD, projects=[project])
         pid = project.id
     _planner_statistics(url)
     return pid
