@@ -270,6 +270,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_gunicorn_leaves_polling_out_of_the_access_log(tmp_path, sqlite_url):
     """A real gunicorn with the app's logger class: a poll leaves no access line, a page does."""
     port = _free_port()
@@ -394,6 +395,7 @@ def test_a_comparison_whose_worker_was_lost_is_failed_with_the_reason(admin, set
         assert s.get(SimulationRun, alive).status == SimulationStatus.RUNNING
 
 
+@pytest.mark.slow
 def test_hemaloop_run_starts_the_web_app_and_both_workers_and_stops_them(tmp_path):
     """The real `hemaloop run`: gunicorn on the given port, the round worker and the
     comparisons' worker ready, polling out of the access log, all stopped by SIGTERM."""
