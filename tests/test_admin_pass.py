@@ -330,9 +330,9 @@ def test_settings_pages_render_checkboxes_beside_their_labels(admin, settings):
 def test_agreement_page_splits_kappa_and_alpha_and_titles_its_axes(app, settings, tmp_path):
     import re
 
-    from tests.test_curation import _setup
+    from tests.reading_helpers import two_readers_disputing_a_curators_cells
 
-    pid, _, _ = _setup(app, settings, tmp_path)
+    pid, _, _ = two_readers_disputing_a_curators_cells(app, settings, tmp_path)
     curator = LoggedIn(app.test_client(), "cara")
     page = curator.get(f"/curate/projects/{pid}/agreement").text
     pairs = page.split('id="pair-kappa"', 1)[1].split("</figure>", 1)[0]

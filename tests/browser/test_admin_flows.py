@@ -10,7 +10,7 @@ from sqlalchemy import select
 from models import SimulationRun, TrainingRound, utcnow
 from models.db import session_scope
 from tests.admin_helpers import finish_round
-from tests.browser.conftest import log_in
+from tests.browser.helpers import log_in
 from tests.helpers import add_round, make_user
 from webapp.bootstrap import create_project
 
@@ -107,9 +107,9 @@ def test_reading_settings_contested_classes_are_checkboxes_beside_their_labels(l
 
 def test_charts_have_titles_and_axis_titles_on_screen(live_server, page, app, settings, tmp_path):
     """The agreement page's two bar charts and heatmap, and a round's loss chart, as drawn."""
-    from tests.test_curation import _setup
+    from tests.reading_helpers import two_readers_disputing_a_curators_cells
 
-    pid, _, _ = _setup(app, settings, tmp_path)
+    pid, _, _ = two_readers_disputing_a_curators_cells(app, settings, tmp_path)
     log_in(page, live_server, "cara")
     page.wait_for_url("**/curate/")
     page.goto(f"{live_server}/curate/projects/{pid}/agreement")

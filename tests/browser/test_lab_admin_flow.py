@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from PIL import Image as PILImage
 
-from tests.browser.conftest import ARTIFACTS, log_in, wait_for_js
+from tests.browser.helpers import ARTIFACTS, log_in, wait_for_js
 from tests.helpers import make_user, running_worker
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

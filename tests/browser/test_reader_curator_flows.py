@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from models import Annotation, Kind, Origin, Project
 from models.db import session_scope
-from tests.browser.conftest import ARTIFACTS, log_in
+from tests.browser.helpers import ARTIFACTS, log_in
 from tests.helpers import make_user
 from tests.reading_helpers import (fake_active_model, flat_project, measured_metrics, pool_ids,
                                    read_cells)
