@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -98,6 +99,53 @@ def test_a_polled_round_row_stops_polling_and_announces_the_end(admin, settings)
     result = admin.get(f"/admin/rounds/{queued}/result").text
     assert "Confusion matrix" in result and "accuracy <strong>75.0%" in result
     assert "hx-trigger" not in result  # finished: it listens no more
+
+
+def test_a_polled_import_status_polls_like_a_round_and_stops_when_done(admin, settings):
+    """The import page's status fragment: polled rarely while queued and often while
+    running, each poll marked for the access log; once the job has ended, 286 (htmx
+    stops) and a fragment that polls no more."""
+    from models import ImportJob, ImportStatus
+
+    pid = _project(settings)
+    with session_scope(settings.database_url) as s:
+        job = ImportJob(project_id=pid, source="cells.zip", upload_dir="uploads/job-x")
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    url = f"/admin/imports/{job_id}/status"
+    status = admin.get(url)
+    assert status.status_code == 200 and 'hx-trigger="every 5s"' in status.text
+    assert "X-Hemaloop-Poll" in status.text
+    with session_scope(settings.database_url) as s:
+        s.get(ImportJob, job_id).status = ImportStatus.RUNNING
+    status = admin.get(url)
+    assert status.status_code == 200 and 'hx-trigger="every 2s"' in status.text
+    assert "X-Hemaloop-Poll" in status.text
+    with session_scope(settings.database_url) as s:
+        job = s.get(ImportJob, job_id)
+        job.status, job.finished_at = ImportStatus.SUCCEEDED, utcnow()
+        job.report = {"imported": 3, "duplicates": 0, "rejected": [], "labeled": 0}
+    status = admin.get(url)
+    assert status.status_code == 286 and 'id="n-imported">3<' in status.text
+    assert "hx-trigger" not in status.text and "hx-get" not in status.text
+    assert "X-Hemaloop-Poll" not in status.text
+
+
+def test_every_polling_element_marks_its_polls():
+    """Every template element that polls (hx-trigger="every ...") sends the
+    X-Hemaloop-Poll header, which keeps polls out of the access log."""
+    templates = REPO / "webapp" / "templates"
+    # A tag: '<name', then anything but angle brackets, Jinja's {{ }} / {% %} allowed.
+    tag = re.compile(r"<[a-zA-Z][\w-]*(?:[^<>{]|\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|\{)*>", re.S)
+    polling = []
+    for path in sorted(templates.rglob("*.html")):
+        for element in tag.findall(path.read_text()):
+            if 'hx-trigger="every' in element:
+                polling.append(path.relative_to(templates))
+                assert "hx-headers='{\"X-Hemaloop-Poll\": \"1\"}'" in element, (path, element)
+    assert {str(p) for p in polling} >= {"admin/_round_row.html", "admin/_comparison.html",
+                                         "admin/_import_status.html"}
 
 
 # --- strategy comparisons --------------------------------------------------------------
