@@ -240,12 +240,29 @@ def test_new_projects_train_the_head_only_until_a_gpu_worker_is_known(admin, set
     with session_scope(settings.database_url) as s:
         assert create_project(s, "still-cpu", "pbc8").fine_tune_blocks == 0
 
+    # Mixed precision forced on (HEMALOOP_MIXED_PRECISION=on) on a CPU: the worker says
+    # it saw no GPU, and that is what counts.
+    add_round(settings, pid, status="succeeded", worker="celery@forced",
+              config={"gpu": False, "precision": "mixed_float16", "fine_tune_blocks": 2},
+              timings={"fine_tune_s": 1200.0, "total_s": 1300.0})
+    assert "celery@forced</strong> (CPU)" in admin.get(f"/admin/projects/{pid}/settings").text
+    with session_scope(settings.database_url) as s:
+        assert create_project(s, "forced-cpu", "pbc8").fine_tune_blocks == 0
+
+    # A GPU worker that trains in float32 (mixed precision off): known by its "gpu".
     add_round(settings, pid, status="succeeded", worker="celery@gpu-box",
-              config={"precision": "mixed_float16", "fine_tune_blocks": 2},
+              config={"gpu": True, "precision": "float32", "fine_tune_blocks": 2},
               timings={"fine_tune_s": 40.0, "total_s": 70.0})
     assert "celery@gpu-box</strong> (GPU)" in admin.get(f"/admin/projects/{pid}/settings").text
     with session_scope(settings.database_url) as s:
         assert create_project(s, "gpu-era", "pbc8").fine_tune_blocks == 2
+
+    # A round from before workers recorded "gpu": its mixed precision still says GPU.
+    add_round(settings, pid, status="succeeded", worker="celery@old-gpu",
+              config={"precision": "mixed_float16", "fine_tune_blocks": 2},
+              timings={"fine_tune_s": 40.0, "total_s": 70.0})
+    assert "celery@old-gpu</strong> (GPU)" in admin.get(f"/admin/projects/{pid}/settings").text
+    with session_scope(settings.database_url) as s:
         assert create_project(s, "asked", "pbc8", fine_tune_blocks=0).fine_tune_blocks == 0
 
 
