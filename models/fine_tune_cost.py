@@ -37,10 +37,13 @@ def _recent(session: Session) -> list[TrainingRound]:
 
 
 def _on_gpu(rnd: TrainingRound) -> bool:
-    # Rounds record the Keras dtype policy in force; with the default
+    # Rounds record whether TensorFlow saw a GPU (worker/training.py build_network).
+    # Older rounds recorded only the Keras dtype policy in force: with the default
     # HEMALOOP_MIXED_PRECISION=auto a worker picks mixed_float16 only on a GPU.
     config = rnd.config or {}
-    return bool(config.get("gpu")) or str(config.get("precision", "")).startswith("mixed")
+    if "gpu" in config:
+        return bool(config["gpu"])
+    return str(config.get("precision", "")).startswith("mixed")
 
 
 def gpu_worker_known(session: Session) -> bool:

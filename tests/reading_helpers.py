@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from models import Image, ModelVersion, Prediction, Project, Split, TrainingRound
 from models.db import session_scope
-from tests.helpers import DEMO_DIR, LoggedIn, open_to_readers
+from tests.helpers import DEMO_DIR, LoggedIn, make_user, open_to_readers
 from webapp.bootstrap import create_project
 from webapp.ingest import import_path
 
@@ -143,3 +143,26 @@ def read_cells(app, project_id: int, name: str, choices) -> tuple[list[int], Log
         assert response.status_code == 200, response.text
         html = response.text
     return ids, reader
+
+
+def two_readers_disputing_a_curators_cells(app, settings, tmp_path: Path,
+                                           sessions: dict[str, LoggedIn] | None = None):
+    """Two readers (ann, bob) on k = 2 and a curator (cara): one agreed cell, one
+    disputed, one flagged, one agreed-but-doubted by a confident active model.
+
+    Returns (project id, those four cells, the model version id); the readers'
+    sessions (to undo in) go into ``sessions`` when given.
+    """
+    pid = flat_project(settings, tmp_path, "p", 5, readers_per_cell=2)
+    for name in ("ann", "bob"):
+        make_user(settings, name, "pathologist")
+    make_user(settings, "cara", "curator")
+    sessions = {} if sessions is None else sessions
+    a, sessions["ann"] = read_cells(app, pid, "ann",
+                                    ["monocyte", "platelet", "ambiguous", "lymphocyte"])
+    _, sessions["bob"] = read_cells(app, pid, "bob", ["monocyte", "basophil", "lymphocyte"])
+    ids = pool_ids(settings, pid)
+    predictions = {i: ("lymphocyte", 0.6) for i in ids}
+    predictions[a[3]] = ("monocyte", 0.97)  # a confident model contradicts the final label
+    version = fake_active_model(settings, pid, predictions)
+    return pid, a, version

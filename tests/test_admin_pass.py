@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -100,6 +101,53 @@ def test_a_polled_round_row_stops_polling_and_announces_the_end(admin, settings)
     assert "hx-trigger" not in result  # finished: it listens no more
 
 
+def test_a_polled_import_status_polls_like_a_round_and_stops_when_done(admin, settings):
+    """The import page's status fragment: polled rarely while queued and often while
+    running, each poll marked for the access log; once the job has ended, 286 (htmx
+    stops) and a fragment that polls no more."""
+    from models import ImportJob, ImportStatus
+
+    pid = _project(settings)
+    with session_scope(settings.database_url) as s:
+        job = ImportJob(project_id=pid, source="cells.zip", upload_dir="uploads/job-x")
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    url = f"/admin/imports/{job_id}/status"
+    status = admin.get(url)
+    assert status.status_code == 200 and 'hx-trigger="every 5s"' in status.text
+    assert "X-Hemaloop-Poll" in status.text
+    with session_scope(settings.database_url) as s:
+        s.get(ImportJob, job_id).status = ImportStatus.RUNNING
+    status = admin.get(url)
+    assert status.status_code == 200 and 'hx-trigger="every 2s"' in status.text
+    assert "X-Hemaloop-Poll" in status.text
+    with session_scope(settings.database_url) as s:
+        job = s.get(ImportJob, job_id)
+        job.status, job.finished_at = ImportStatus.SUCCEEDED, utcnow()
+        job.report = {"imported": 3, "duplicates": 0, "rejected": [], "labeled": 0}
+    status = admin.get(url)
+    assert status.status_code == 286 and 'id="n-imported">3<' in status.text
+    assert "hx-trigger" not in status.text and "hx-get" not in status.text
+    assert "X-Hemaloop-Poll" not in status.text
+
+
+def test_every_polling_element_marks_its_polls():
+    """Every template element that polls (hx-trigger="every ...") sends the
+    X-Hemaloop-Poll header, which keeps polls out of the access log."""
+    templates = REPO / "webapp" / "templates"
+    # A tag: '<name', then anything but angle brackets, Jinja's {{ }} / {% %} allowed.
+    tag = re.compile(r"<[a-zA-Z][\w-]*(?:[^<>{]|\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}|\{)*>", re.S)
+    polling = []
+    for path in sorted(templates.rglob("*.html")):
+        for element in tag.findall(path.read_text()):
+            if 'hx-trigger="every' in element:
+                polling.append(path.relative_to(templates))
+                assert "hx-headers='{\"X-Hemaloop-Poll\": \"1\"}'" in element, (path, element)
+    assert {str(p) for p in polling} >= {"admin/_round_row.html", "admin/_comparison.html",
+                                         "admin/_import_status.html"}
+
+
 # --- strategy comparisons --------------------------------------------------------------
 
 def test_comparisons_go_to_their_own_queue(settings):
@@ -192,12 +240,29 @@ def test_new_projects_train_the_head_only_until_a_gpu_worker_is_known(admin, set
     with session_scope(settings.database_url) as s:
         assert create_project(s, "still-cpu", "pbc8").fine_tune_blocks == 0
 
+    # Mixed precision forced on (HEMALOOP_MIXED_PRECISION=on) on a CPU: the worker says
+    # it saw no GPU, and that is what counts.
+    add_round(settings, pid, status="succeeded", worker="celery@forced",
+              config={"gpu": False, "precision": "mixed_float16", "fine_tune_blocks": 2},
+              timings={"fine_tune_s": 1200.0, "total_s": 1300.0})
+    assert "celery@forced</strong> (CPU)" in admin.get(f"/admin/projects/{pid}/settings").text
+    with session_scope(settings.database_url) as s:
+        assert create_project(s, "forced-cpu", "pbc8").fine_tune_blocks == 0
+
+    # A GPU worker that trains in float32 (mixed precision off): known by its "gpu".
     add_round(settings, pid, status="succeeded", worker="celery@gpu-box",
-              config={"precision": "mixed_float16", "fine_tune_blocks": 2},
+              config={"gpu": True, "precision": "float32", "fine_tune_blocks": 2},
               timings={"fine_tune_s": 40.0, "total_s": 70.0})
     assert "celery@gpu-box</strong> (GPU)" in admin.get(f"/admin/projects/{pid}/settings").text
     with session_scope(settings.database_url) as s:
         assert create_project(s, "gpu-era", "pbc8").fine_tune_blocks == 2
+
+    # A round from before workers recorded "gpu": its mixed precision still says GPU.
+    add_round(settings, pid, status="succeeded", worker="celery@old-gpu",
+              config={"precision": "mixed_float16", "fine_tune_blocks": 2},
+              timings={"fine_tune_s": 40.0, "total_s": 70.0})
+    assert "celery@old-gpu</strong> (GPU)" in admin.get(f"/admin/projects/{pid}/settings").text
+    with session_scope(settings.database_url) as s:
         assert create_project(s, "asked", "pbc8", fine_tune_blocks=0).fine_tune_blocks == 0
 
 
@@ -270,6 +335,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_gunicorn_leaves_polling_out_of_the_access_log(tmp_path, sqlite_url):
     """A real gunicorn with the app's logger class: a poll leaves no access line, a page does."""
     port = _free_port()
@@ -329,9 +395,9 @@ def test_settings_pages_render_checkboxes_beside_their_labels(admin, settings):
 def test_agreement_page_splits_kappa_and_alpha_and_titles_its_axes(app, settings, tmp_path):
     import re
 
-    from tests.test_curation import _setup
+    from tests.reading_helpers import two_readers_disputing_a_curators_cells
 
-    pid, _, _ = _setup(app, settings, tmp_path)
+    pid, _, _ = two_readers_disputing_a_curators_cells(app, settings, tmp_path)
     curator = LoggedIn(app.test_client(), "cara")
     page = curator.get(f"/curate/projects/{pid}/agreement").text
     pairs = page.split('id="pair-kappa"', 1)[1].split("</figure>", 1)[0]
@@ -394,6 +460,7 @@ def test_a_comparison_whose_worker_was_lost_is_failed_with_the_reason(admin, set
         assert s.get(SimulationRun, alive).status == SimulationStatus.RUNNING
 
 
+@pytest.mark.slow
 def test_hemaloop_run_starts_the_web_app_and_both_workers_and_stops_them(tmp_path):
     """The real `hemaloop run`: gunicorn on the given port, the round worker and the
     comparisons' worker ready, polling out of the access log, all stopped by SIGTERM."""

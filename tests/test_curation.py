@@ -13,7 +13,8 @@ from models.labels import (EXCLUDED, FINAL, ReadingRules, cell_states, labeled_i
                            unsettled_by)
 from tests.helpers import LoggedIn, make_user
 from tests.reading_helpers import (
-    fake_active_model, flat_project, pool_ids, read_cells, shown,
+    flat_project, pool_ids, read_cells, shown,
+    two_readers_disputing_a_curators_cells,
 )
 from worker.ml import embeddings
 
@@ -26,23 +27,9 @@ def _read(app, pid, name, choices):
 READERS: dict[str, LoggedIn] = {}  # the last session of each reader, to undo in
 
 
-def _setup(app, settings, tmp_path):
-    """Two readers on k = 2: one agreed cell, one disputed, one flagged, one agreed-but-doubted."""
-    pid = flat_project(settings, tmp_path, "p", 5, readers_per_cell=2)
-    for name in ("ann", "bob"):
-        make_user(settings, name, "pathologist")
-    make_user(settings, "cara", "curator")
-    a = _read(app, pid, "ann", ["monocyte", "platelet", "ambiguous", "lymphocyte"])
-    _read(app, pid, "bob", ["monocyte", "basophil", "lymphocyte"])
-    ids = pool_ids(settings, pid)
-    predictions = {i: ("lymphocyte", 0.6) for i in ids}
-    predictions[a[3]] = ("monocyte", 0.97)  # a confident model contradicts the final label
-    version = fake_active_model(settings, pid, predictions)
-    return pid, a, version
-
-
 def test_curator_queue_and_resolution(app, settings, tmp_path):
-    pid, (agreed, disputed, flagged, doubted), _ = _setup(app, settings, tmp_path)
+    pid, (agreed, disputed, flagged, doubted), _ = two_readers_disputing_a_curators_cells(
+        app, settings, tmp_path, sessions=READERS)
     curator = LoggedIn(app.test_client(), "cara")
     assert curator.get("/").location.endswith("/curate/")
     index = curator.get("/curate/").text
@@ -91,7 +78,8 @@ def test_curator_queue_and_resolution(app, settings, tmp_path):
 
 
 def test_nearest_labeled_cells_from_embeddings(app, settings, tmp_path):
-    pid, (agreed, disputed, flagged, doubted), version_id = _setup(app, settings, tmp_path)
+    pid, (agreed, disputed, flagged, doubted), version_id = two_readers_disputing_a_curators_cells(
+        app, settings, tmp_path, sessions=READERS)
     ids = pool_ids(settings, pid)
     with session_scope(settings.database_url) as s:
         artifact = settings.storage_dir / s.get(ModelVersion, version_id).artifact_path
@@ -108,7 +96,8 @@ def test_nearest_labeled_cells_from_embeddings(app, settings, tmp_path):
 
 
 def test_cell_history_page_and_api(app, settings, tmp_path):
-    pid, (agreed, disputed, flagged, doubted), version = _setup(app, settings, tmp_path)
+    pid, (agreed, disputed, flagged, doubted), version = two_readers_disputing_a_curators_cells(
+        app, settings, tmp_path, sessions=READERS)
     ann = READERS["ann"]
     # ann undoes her last decision (the lymphocyte of `doubted`) and relabels it.
     html = ann.post(f"/label/{pid}/undo").text
@@ -131,7 +120,8 @@ def test_cell_history_page_and_api(app, settings, tmp_path):
 
 
 def test_agreement_api_and_page(app, settings, tmp_path):
-    pid, cells, _ = _setup(app, settings, tmp_path)
+    pid, cells, _ = two_readers_disputing_a_curators_cells(
+        app, settings, tmp_path, sessions=READERS)
     curator = LoggedIn(app.test_client(), "cara")
     curator.post(f"/curate/cells/{cells[1]}/resolve", htmx=False, data={"choice": "platelet"})
     data = curator.get(f"/api/projects/{pid}/agreement").json
@@ -243,7 +233,8 @@ def test_unsettled_by_counts_with_the_labels_rules(settings, tmp_path, app):
 
 def test_worklist_shows_votes_and_each_resolution_can_be_undone(app, settings, tmp_path):
     """Issue 14, curators: votes in the list; a resolution is confirmed, with an undo."""
-    pid, (agreed, disputed, flagged, doubted), _ = _setup(app, settings, tmp_path)
+    pid, (agreed, disputed, flagged, doubted), _ = two_readers_disputing_a_curators_cells(
+        app, settings, tmp_path, sessions=READERS)
     curator = LoggedIn(app.test_client(), "cara")
     index = curator.get("/curate/").text
     card = index[index.index(f'data-image-id="{disputed}"'):]
@@ -306,7 +297,8 @@ def test_undone_resolution_of_an_open_cell_hands_it_back_to_readers(app, setting
 
 
 def test_nearest_cells_say_why_empty_and_fall_back_to_trusted_references(app, settings, tmp_path):
-    pid, (agreed, disputed, flagged, doubted), version_id = _setup(app, settings, tmp_path)
+    pid, (agreed, disputed, flagged, doubted), version_id = two_readers_disputing_a_curators_cells(
+        app, settings, tmp_path, sessions=READERS)
     ids = pool_ids(settings, pid)
     unread = next(i for i in ids if i not in (agreed, disputed, flagged, doubted))
     with session_scope(settings.database_url) as s:

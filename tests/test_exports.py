@@ -329,7 +329,7 @@ def test_export_command(app, settings, tmp_path):
     assert {json.loads(x)["cell_id"] for x in out.read_text().splitlines()} == {
         c["agreed"], c["disputed"], c["doubted"], c["flagged"]}
     assert "exporting jsonl" in result.output and f"wrote {out}" in result.output
-    assert not list(out.parent.glob(".*partial"))
+    assert [p.name for p in out.parent.iterdir()] == ["final.jsonl"]  # no temporary left
 
     for args, words in [(["--class", "megakaryocyte"], "no class"),
                         (["--project", "nope"], "nope"),
@@ -341,6 +341,45 @@ def test_export_command(app, settings, tmp_path):
                                     env=env)
         assert result.exit_code != 0 and words in result.output, result.output
         assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_command_failing_midway_leaves_no_file(app, settings, tmp_path):
+    """The class-folder zip meets a cell whose file is gone after it has written
+    others: a clear error naming the cell, and nothing left in the folder (neither the
+    file asked for nor a temporary one).  `--out -` still streams to stdout."""
+    from webapp.cli import main
+
+    pid, c, _ = _reading_project(app, settings, tmp_path)
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url)
+    out_dir = tmp_path / "exports"
+    out_dir.mkdir()
+    whole = out_dir / "whole.zip"
+    args = ["export", "--project", "p", "--format", "folders", "--out"]
+    result = CliRunner().invoke(main, [*args, str(whole)], env=env)
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(whole) as archive:
+        names = archive.namelist()
+    assert len(names) >= 2
+    # The last member's cell loses its file: the export fails after writing the others.
+    last = int(names[-1].rsplit("/", 1)[1].split("-", 1)[0])
+    whole.unlink()
+    with session_scope(settings.database_url) as s:
+        image = s.get(Image, last)
+        (settings.storage_dir / image.storage_path).unlink()
+        file_name = image.original_name
+    out = out_dir / "labels.zip"
+    result = CliRunner().invoke(main, [*args, str(out)], env=env)
+    assert result.exit_code == 1 and result.exception is not None
+    assert isinstance(result.exception, SystemExit), result.exception  # not a traceback
+    assert f"The file of cell {last} ({file_name}) is missing from the store." in result.output
+    assert list(out_dir.iterdir()) == []
+
+    result = CliRunner().invoke(main, ["export", "--project", "p", "--format", "jsonl",
+                                       "--out", "-"], env=env)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert {r["cell_id"] for r in rows} >= {c["agreed"], c["disputed"], c["doubted"]}
+    assert list(out_dir.iterdir()) == []
 
 
 # --- the model package ------------------------------------------------------------------

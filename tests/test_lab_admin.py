@@ -352,7 +352,7 @@ def test_browser_import_of_a_zip_on_a_real_worker(app, settings):
     # The upload waits on disk (the worker removes it when done).
     assert (settings.instance_dir / job.upload_dir / "upload.zip").stat().st_size == len(archive)
     status = boss.get(f"/admin/imports/{job_id}/status")
-    assert status.status_code == 200 and 'hx-trigger="every 1s"' in status.text
+    assert status.status_code == 200 and 'hx-trigger="every 5s"' in status.text  # queued
     assert boss.get(f"/admin/imports/{job_id}/report.json").status_code == 409
 
     with running_worker(app.extensions["celery"]):

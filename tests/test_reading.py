@@ -149,8 +149,9 @@ def test_double_keypress_and_retry_record_once(app, settings, tmp_path):
 
 def test_reader_total_is_recounted_on_page_load_and_never_shown_to_the_next_user(
         app, settings, tmp_path):
-    """"Labeled by you" is counted when the page loads and kept in the session after
-    that; a login or logout starts a clean session."""
+    """"Labeled by you" counts this project's class labels (not flags): counted when
+    the page loads and kept in the session after that; a login or logout starts a
+    clean session."""
     pid = flat_project(settings, tmp_path, "p", 8)
     for name in ("r1", "r2"):
         make_user(settings, name, "pathologist")
@@ -173,6 +174,22 @@ def test_reader_total_is_recounted_on_page_load_and_never_shown_to_the_next_user
     assert 'id="done-count">0<' in other_html
     other_html = _label(r1, other_pid, other_html, "platelet").text
     assert 'id="done-count">1<' in other_html
+    assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
+
+    # Class labels only: a flag is a decision but no label, in the kept count as in
+    # the recount, and undoing one takes nothing off.
+    html = r1.get(f"/label/{pid}").text
+    html = _label(r1, pid, html, "ambiguous").text
+    assert 'id="done-count">4<' in html
+    html = _label(r1, pid, html, "unusable").text
+    assert 'id="done-count">4<' in html
+    assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text  # recounted
+    html = _label(r1, pid, r1.get(f"/label/{pid}").text, "monocyte").text
+    assert 'id="done-count">5<' in html
+    html = r1.post(f"/label/{pid}/undo").text  # the monocyte
+    assert "Undid monocyte" in html and 'id="done-count">4<' in html
+    html = r1.post(f"/label/{pid}/undo").text  # the unusable flag
+    assert "Undid unusable" in html and 'id="done-count">4<' in html
     assert 'id="done-count">4<' in r1.get(f"/label/{pid}").text
 
     r1.post("/auth/logout", htmx=False)

@@ -294,6 +294,10 @@ def test_fine_tuning_round(tmp_path, sqlite_url):
     assert rnd.status == RoundStatus.SUCCEEDED, rnd.error
     assert rnd.config["fine_tune_blocks"] == 1 and rnd.config["fine_tune_epochs"] == 1
     assert version.config == rnd.config
+    # Whether TensorFlow saw a GPU, recorded for the fine-tuning default.
+    import tensorflow as tf
+
+    assert rnd.config["gpu"] is (len(tf.config.list_physical_devices("GPU")) > 0)
     fine = version.metrics["history"]["fine_tune"]
     assert len(fine["loss"]) == 1 and len(fine["val_loss"]) == 1
     assert {"head_s", "fine_tune_s", "refeature_s"} <= set(rnd.timings)

@@ -208,6 +208,7 @@ def test_admin_pages_only_read(app, client, settings):
     assert _row(_round(settings, lost)) + (_round(settings, lost).attempt_token,) == before
 
 
+@pytest.mark.slow
 def test_beat_task_recovers_lost_rounds_through_a_real_worker(settings):
     """The beat's recovery task, sent by name to a real worker on the default queue: a
     lost round with a delivery left is queued again (sent to the train queue), one

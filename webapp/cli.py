@@ -391,13 +391,20 @@ def export_cmd(project_name: str, format_name: str, out_path: Path, states: tupl
     from .bootstrap import SetupError, find_project
     from .exports import ExportError, count_cells, export_stream, parse_filters
 
+    from models.files import atomic_write
+
     settings = _settings()
     to_stdout = str(out_path) == "-"
     if not to_stdout and not out_path.parent.is_dir():
         _fail(f"{out_path.parent} is not a folder")
-    # Written beside the target and renamed at the end: an interrupted export
-    # never leaves a truncated file under the name asked for.
-    partial = out_path.with_name(f".{out_path.name}.partial") if not to_stdout else None
+    written = 0
+
+    def copy(chunks, target) -> None:
+        nonlocal written
+        for chunk in chunks:
+            target.write(chunk)
+            written += len(chunk)
+
     with session_scope(settings.database_url) as s:
         try:
             project = find_project(s, project_name)
@@ -412,25 +419,22 @@ def export_cmd(project_name: str, format_name: str, out_path: Path, states: tupl
                 export = export_stream(s, project, format_name, settings.storage_dir,
                                        filters=filters, version_id=version_id,
                                        progress=bar.update)
-                target = sys.stdout.buffer if to_stdout else partial.open("wb")
-                try:
-                    written = 0
-                    for chunk in export.chunks:
-                        target.write(chunk)
-                        written += len(chunk)
-                finally:
-                    if not to_stdout:
-                        target.close()
+                if to_stdout:
+                    copy(export.chunks, sys.stdout.buffer)
+                else:
+                    # Written beside the target and renamed at the end: an export that
+                    # fails or is interrupted midway leaves nothing, under the name asked
+                    # for or beside it (atomic_write removes its temporary file).
+                    def write(tmp: Path) -> None:
+                        with tmp.open("wb") as target:
+                            copy(export.chunks, target)
+
+                    atomic_write(out_path, write)
             except ExportError as exc:
                 _fail(str(exc))
-            except BaseException:
-                if partial is not None:
-                    partial.unlink(missing_ok=True)
-                raise
             if not walks_cells:
                 bar.update(1)
-    if partial is not None:
-        os.replace(partial, out_path)
+    if not to_stdout:
         click.echo(f"wrote {out_path} ({written:,} bytes)", err=True)
 
 

@@ -297,6 +297,9 @@ def build_network(st: RoundState) -> None:
         "fine_tune_blocks": data.fine_tune_blocks if st.fine_tune else 0,
         "fine_tune_epochs": settings.fine_tune_epochs if st.fine_tune else 0,
         "warm_start_from": st.parent_id, "precision": policy, "classes": data.class_names,
+        # Whether TensorFlow saw a GPU: what models/fine_tune_cost.py reads to pick
+        # new projects' fine-tuning default (the precision alone can be forced).
+        "gpu": precision.gpu_count() > 0,
         # Which pristine backbone this model descends from, for later warm starts.
         "backbone_key": (lineage_backbone_key(data.active) if st.parent_id else None)
         or st.feature_key,

@@ -1,4 +1,5 @@
-"""A live server on loopback and Debian's Chromium driven by Playwright."""
+"""Fixtures: a live server on loopback and Debian's Chromium driven by Playwright.
+(Helpers the browser tests share are in tests/browser/helpers.py.)"""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from tests.helpers import PASSWORD
+from tests.browser.helpers import ARTIFACTS
 
 CHROMIUM = os.environ.get("HEMALOOP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.fixture
@@ -50,27 +50,3 @@ def page(browser, request):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     context.close()
-
-
-def log_in(page, base: str, username: str) -> None:
-    """Sign in through the login form, as a person would."""
-    page.goto(base + "/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.keyboard.press("Enter")
-
-
-def wait_for_js(page, expression: str, timeout: float = 15.0) -> None:
-    """Wait until a JavaScript expression is truthy in the page.
-
-    Playwright's wait_for_function evaluates its predicate with eval inside the
-    page, which the Content-Security-Policy (no 'unsafe-eval') refuses;
-    page.evaluate goes through the DevTools protocol, which CSP does not govern.
-    """
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        time.sleep(0.05)

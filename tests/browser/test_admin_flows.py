@@ -10,7 +10,7 @@ from sqlalchemy import select
 from models import SimulationRun, TrainingRound, utcnow
 from models.db import session_scope
 from tests.admin_helpers import finish_round
-from tests.browser.conftest import log_in
+from tests.browser.helpers import log_in, wait_for_js
 from tests.helpers import add_round, make_user
 from webapp.bootstrap import create_project
 
@@ -70,9 +70,8 @@ def test_the_card_and_the_round_page_follow_a_finished_round(live_server, browse
     version = finish_round(settings, round_id)
     # No reload: the polled row ends (286), its event refreshes the card and the round page.
     page.wait_for_selector(f'#round-{round_id}[data-status="succeeded"]', timeout=10_000)
-    page.wait_for_function(
-        f"document.querySelector('#figures-{pid}').innerText.includes('v{version}')",
-        timeout=10_000)
+    wait_for_js(page, f"document.querySelector('#figures-{pid}')?.innerText"
+                      f".includes('v{version}')", timeout=10)
     assert "test accuracy 75.0%" in page.inner_text(f"#figures-{pid}")
     round_page.wait_for_selector("text=Confusion matrix", timeout=10_000)
     assert "accuracy 75.0%" in round_page.inner_text("#round-result")
@@ -107,9 +106,9 @@ def test_reading_settings_contested_classes_are_checkboxes_beside_their_labels(l
 
 def test_charts_have_titles_and_axis_titles_on_screen(live_server, page, app, settings, tmp_path):
     """The agreement page's two bar charts and heatmap, and a round's loss chart, as drawn."""
-    from tests.test_curation import _setup
+    from tests.reading_helpers import two_readers_disputing_a_curators_cells
 
-    pid, _, _ = _setup(app, settings, tmp_path)
+    pid, _, _ = two_readers_disputing_a_curators_cells(app, settings, tmp_path)
     log_in(page, live_server, "cara")
     page.wait_for_url("**/curate/")
     page.goto(f"{live_server}/curate/projects/{pid}/agreement")

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from models import Annotation, Origin
 from models.db import session_scope
-from tests.browser.conftest import log_in, wait_for_js
+from tests.browser.helpers import log_in, wait_for_js
 from tests.helpers import make_user
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

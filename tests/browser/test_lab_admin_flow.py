@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from PIL import Image as PILImage
 
-from tests.browser.conftest import ARTIFACTS, log_in, wait_for_js
+from tests.browser.helpers import ARTIFACTS, log_in, wait_for_js
 from tests.helpers import make_user, running_worker
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -37,7 +37,7 @@ def _shot(page, name: str) -> None:
 def test_admin_sets_up_a_lab_in_the_browser(live_server, page, browser, app, settings, tmp_path):
     make_user(settings, "boss", "admin")
     log_in(page, live_server, "boss")
-    page.wait_for_url("**/curate/")
+    page.wait_for_url("**/admin/")  # admins land on Admin
 
     # A project with custom classes.
     page.goto(live_server + "/admin/")
@@ -122,7 +122,7 @@ def test_folder_of_class_folders_through_the_folder_picker(live_server, page, ap
                 picked / cls / f"{k}.png")
     make_user(settings, "boss", "admin")
     log_in(page, live_server, "boss")
-    page.wait_for_url("**/curate/")
+    page.wait_for_url("**/admin/")  # admins land on Admin
     page.goto(f"{live_server}/admin/projects/{pid}")
     page.locator("input[webkitdirectory]").set_input_files(str(picked))
     with running_worker(app.extensions["celery"]):

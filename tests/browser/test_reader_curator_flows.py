@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from models import Annotation, Kind, Origin, Project
 from models.db import session_scope
-from tests.browser.conftest import ARTIFACTS, log_in
+from tests.browser.helpers import ARTIFACTS, log_in, wait_for_js
 from tests.helpers import make_user
 from tests.reading_helpers import (fake_active_model, flat_project, measured_metrics, pool_ids,
                                    read_cells)
@@ -94,7 +94,7 @@ def test_cell_is_fitted_to_the_panel_and_zooms_to_native(live_server, page, sett
     make_user(settings, "reader", "pathologist")
     log_in(page, live_server, "reader")
     page.wait_for_selector("#cell[data-ready]")
-    page.wait_for_function("document.querySelector('.zoom img').complete")
+    wait_for_js(page, "document.querySelector('.zoom img')?.complete")
     natural, shown_width, panel = page.eval_on_selector(
         ".zoom img", "i => [i.naturalWidth, i.getBoundingClientRect().width, "
                      "i.closest('.zoom').clientWidth]")

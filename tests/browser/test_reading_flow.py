@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from models import Annotation, Flag, Kind, Origin
 from models.db import session_scope
-from tests.browser.conftest import ARTIFACTS, log_in, wait_for_js
+from tests.browser.helpers import ARTIFACTS, log_in, wait_for_js
 from tests.helpers import make_user
 from tests.reading_helpers import fake_active_model, flat_project, pool_ids
 

@@ -127,3 +127,22 @@ def test_cold_start_takes_one_representative_per_cluster_not_random_cells():
     assert len(kmeans_representatives(x, 5, RNG(1))) == 5
     # random stays random before a model too (no embeddings needed)
     assert len(select_batch("random", Candidates(n=len(x)), 5, RNG(0))) == 5
+
+
+def test_a_name_without_a_strategy_stops_the_import_and_says_where_the_names_live(monkeypatch):
+    """The registry is checked against models/strategies.py's list when it loads (a
+    fresh copy of the module here, so the real one stays as it is)."""
+    import importlib.util
+    import sys
+
+    import models.strategies
+    from worker.ml.selection import strategies
+
+    monkeypatch.setattr(models.strategies, "STRATEGY_NAMES", STRATEGY_NAMES + ("oracle",))
+    spec = importlib.util.spec_from_file_location("worker.ml.selection._strategies_copy",
+                                                  strategies.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, copy)  # dataclasses look their module up
+    with pytest.raises(ImportError) as err:
+        spec.loader.exec_module(copy)
+    assert "models/strategies.py's" in str(err.value) and "'oracle'" in str(err.value)

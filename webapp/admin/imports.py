@@ -29,6 +29,7 @@ from ..limits import accepts_upload
 from ..queueing import celery
 from . import bp
 from .people_forms import ImportForm
+from .polling import polled
 
 _UNSAFE = re.compile(r"[^\w .+()-]")
 
@@ -136,8 +137,8 @@ def import_job(job_id: int):
 def import_status(job_id: int):
     job = _job(job_id)
     html = render_template("admin/_import_status.html", job=job)
-    # 286: htmx stops polling once the job has ended.
-    return html, 286 if job.status.is_finished else 200
+    # 286 once the job has ended: htmx stops polling (webapp/admin/polling.py).
+    return polled(html, finished=job.status.is_finished)
 
 
 @bp.get("/imports/<int:job_id>/report.json")

@@ -22,7 +22,7 @@ from models import Project
 from models.images import Split
 from models.pixels import for_browser
 
-from .filters import ALL, LABELED, Filters
+from .filters import ALL, LABELED, ExportError, Filters
 from .labels import Progress, iter_label_rows
 from .zipstream import Member, stream_zip
 
@@ -58,6 +58,10 @@ def _members(session: Session, project: Project, storage_dir: Path, filters: Fil
     only_labeled = Filters(frozenset({LABELED}), filters.class_id, filters.since)
     for row in iter_label_rows(session, project, only_labeled, progress=progress):
         path = storage_dir / row.storage_path
+        if not path.is_file():
+            # Found only midway: the CLI removes what it wrote, a download ends short.
+            raise ExportError(f"The file of cell {row.cell_id} ({row.file_name}) is missing "
+                              "from the store.", 410)
         suffix = path.suffix.lower()
         modified = row.labeled_at.timestamp() if row.labeled_at else None
         if suffix in READABLE:

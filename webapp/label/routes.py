@@ -48,16 +48,19 @@ def _reading(project_id: int) -> dict:
     return state
 
 
-def _count_decision(project_id: int, annotation_id: int) -> None:
+def _count_decision(project_id: int, annotation: Annotation) -> None:
     state = _reading(project_id)
     state["n"] += 1
-    state["recent"] = (state["recent"] + [annotation_id])[-UNDO_DEPTH:]
-    _add_done(1)
+    state["recent"] = (state["recent"] + [annotation.id])[-UNDO_DEPTH:]
+    session.modified = True  # (nested values: Flask does not see them change)
+    if annotation.label_class_id is not None:  # a flag is a decision, not a label
+        _add_done(1)
 
 
 def _done(project_id: int, recount: bool = False) -> int:
-    """The reader's live votes in this project: classes and flags, not undone, not
-    the rejections of the bulk grid (which are no votes).
+    """The reader's live class labels in this project: votes naming a class, not
+    undone; not flags (ambiguous, unusable: decisions, but no label), nor the bulk
+    grid's rejections (which are no votes).
 
     Counted in SQL when a page loads, then kept up in the session by each
     decision and undo: counting on every keypress would read the reader's
@@ -69,7 +72,8 @@ def _done(project_id: int, recount: bool = False) -> int:
         n = get_db().scalar(select(func.count(Annotation.id))
                             .join(Image, Image.id == Annotation.image_id)
                             .where(Annotation.user_id == current_user.id,
-                                   Image.project_id == project_id, live_vote(Annotation)))
+                                   Image.project_id == project_id, live_vote(Annotation),
+                                   Annotation.label_class_id.is_not(None)))
         session["done"] = kept = [current_user.id, project_id, int(n or 0)]
     return kept[2]
 
@@ -152,7 +156,7 @@ def decide(project_id: int, image_id: int):
     except DecisionError as exc:
         return _refusal(exc)
     if created:
-        _count_decision(project.id, annotation.id)
+        _count_decision(project.id, annotation)
     return _cell_fragment(project, durable=created)
 
 
@@ -183,7 +187,8 @@ def undo_last(project_id: int):
                                message=f"Only the last {UNDO_DEPTH} decisions of this session "
                                        "can be undone."), 409
     state["n"] = max(state["n"] - 1, 0)
-    _add_done(-1)
+    if undone.label_class_id is not None:  # what _count_decision added
+        _add_done(-1)
     return render_template("label/_cell.html",
                            **_cell_context(project, undone=_undone_text(project, undone)))
 

@@ -142,7 +142,7 @@ _IMPLEMENTED = {s.name: s for s in [
 ]}
 if set(_IMPLEMENTED) != set(STRATEGY_NAMES):
     raise ImportError(f"strategies implemented {sorted(_IMPLEMENTED)} differ from "
-                      f"common/strategies.py's {sorted(STRATEGY_NAMES)}")
+                      f"models/strategies.py's {sorted(STRATEGY_NAMES)}")
 # In the one list's order (the admin form's).
 STRATEGIES: dict[str, Strategy] = {name: _IMPLEMENTED[name] for name in STRATEGY_NAMES}
 
