@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.browser.conftest import log_in, wait_for_js
+from tests.browser.helpers import log_in, wait_for_js
 from tests.browser.test_csp import WATCH
 from tests.helpers import make_user
 
