@@ -22,7 +22,7 @@ from sqlalchemy import select
 from models import Annotation, Origin, Project
 from models.db import session_scope
 from models.labels import cell_states
-from tests.helpers import PASSWORD, csrf_token, make_user
+from tests.helpers import PASSWORD, csrf_token, make_user, open_to_readers
 from tests.reading_helpers import flat_project, shown, submission
 
 READERS = 50
@@ -47,13 +47,16 @@ def serving(app):
 def _readers(settings, names: list[str]) -> None:
     """Pathologist accounts sharing one password hash: hashing is slow on purpose
     (0.4 s here), and 50 of them would be most of the test's time."""
-    from models import Role, User
+    from models import Project, Role, User
 
     make_user(settings, names[0], "pathologist")
     with session_scope(settings.database_url) as s:
         hashed = s.scalar(select(User.password_hash).where(User.username == names[0]))
         s.add_all(User(username=name, role=Role.PATHOLOGIST, password_hash=hashed)
                   for name in names[1:])
+        s.flush()
+        for project in s.scalars(select(Project)):
+            open_to_readers(s, project)  # each reader reads the project (memberships)
 
 
 def _page_token(html: str) -> str:

@@ -79,7 +79,11 @@ PASSWORD_CHANGE_ENDPOINTS = {"auth.account", "auth.logout", "static"}
 @bp.before_app_request
 def _password_change_first():
     """After an admin's reset, every page leads to the account page until the
-    one-time password is replaced (API calls get 403 with the reason)."""
+    one-time password is replaced (API calls get 403 with the reason).  A URL no
+    route matches is left to its 404 (which must render even with the database
+    down, so the user is not loaded for it)."""
+    if request.endpoint is None:
+        return None
     if (current_user.is_authenticated and current_user.must_change_password
             and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS):
         if request.path.startswith("/api/"):
