@@ -6,7 +6,7 @@
 (function () {
   "use strict";
   let shownAt = performance.now();
-  let zoom = 1, panX = 0, panY = 0;
+  let zoom = null; // the current cell's (static/js/zoom.js)
   let keepMessage = false;
 
   function cell() {
@@ -20,49 +20,11 @@
     }
   }
 
-  // zoom 1 is the cell fitted to the panel; the level shown is relative to the
-  // image's native pixels, so a reader knows when they see every pixel.
-  function applyZoom(c) {
-    const img = c.querySelector(".zoom img");
-    if (!img) return;
-    img.style.transform = `translate(${panX}px, ${panY}px) scale(${zoom})`;
-    const level = c.querySelector(".zoom-level");
-    if (!level) return;
-    const native = img.naturalWidth ? img.clientWidth / img.naturalWidth : 1;
-    const percent = Math.round(zoom * native * 100) + "% of native";
-    level.textContent = zoom === 1 ? "fit (" + percent + ")" : percent;
-  }
-
-  function setZoom(c, z) {
-    zoom = Math.min(8, Math.max(0.25, z));
-    if (zoom === 1) { panX = 0; panY = 0; }
-    applyZoom(c);
-  }
-
   function ready(c) {
     c.dataset.ready = "1";
     shownAt = performance.now();
-    zoom = 1; panX = 0; panY = 0;
     prefetch(c);
-    const box = c.querySelector(".zoom");
-    if (!box) return;
-    const img = box.querySelector("img");
-    if (img.complete) applyZoom(c); else img.addEventListener("load", function () { applyZoom(c); });
-    box.addEventListener("wheel", function (evt) {
-      evt.preventDefault();
-      setZoom(c, zoom * (evt.deltaY < 0 ? 1.25 : 0.8));
-    }, { passive: false });
-    let drag = null;
-    box.addEventListener("pointerdown", function (evt) {
-      drag = { x: evt.clientX - panX, y: evt.clientY - panY };
-      box.setPointerCapture(evt.pointerId);
-    });
-    box.addEventListener("pointermove", function (evt) {
-      if (!drag) return;
-      panX = evt.clientX - drag.x; panY = evt.clientY - drag.y;
-      applyZoom(c);
-    });
-    box.addEventListener("pointerup", function () { drag = null; });
+    zoom = window.hemaloopZoom(c);
   }
 
   document.body.addEventListener("htmx:load", function (evt) {
@@ -113,9 +75,8 @@
     const c = cell();
     if (!c) return;
     const key = keyName(evt);
-    if (key === "+" || key === "=" || key === "-" || key === "0") {
+    if (zoom && zoom.key(key)) {
       evt.preventDefault();
-      setZoom(c, key === "0" ? 1 : zoom * (key === "-" ? 0.8 : 1.25));
       return;
     }
     for (const button of c.querySelectorAll("[data-hotkey]")) {
