@@ -126,7 +126,11 @@ def _app(tmp_path, database_url: str, broker_url: str | None = None):
     extra = {"HEMALOOP_DATABASE_URL": database_url}
     if broker_url:
         extra.update(HEMALOOP_BROKER_URL=broker_url,
-                     HEMALOOP_RESULT_BACKEND=broker_url.rsplit("/", 1)[0] + "/1")
+                     HEMALOOP_RESULT_BACKEND=broker_url.rsplit("/", 1)[0] + "/1",
+                     # Failed-login counts in memory, not in the dead Redis: Flask-Limiter
+                     # is one object per process, and a storage it found dead would
+                     # stay "dead" for the next test's app (tests build many apps).
+                     HEMALOOP_RATELIMIT_STORAGE_URL="memory://")
     settings = load_settings(base_env(tmp_path, **extra))
     app = create_app(settings)
     app.config["TESTING"] = True

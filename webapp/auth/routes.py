@@ -82,10 +82,11 @@ def _password_change_first():
     one-time password is replaced (API calls get 403 with the reason).  A URL no
     route matches is left to its 404 (which must render even with the database
     down, so the user is not loaded for it)."""
-    if request.endpoint is None:
+    # Asked before the user is loaded: a static file or one of the allowed
+    # pages costs no database query.
+    if request.endpoint is None or request.endpoint in PASSWORD_CHANGE_ENDPOINTS:
         return None
-    if (current_user.is_authenticated and current_user.must_change_password
-            and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS):
+    if current_user.is_authenticated and current_user.must_change_password:
         if request.path.startswith("/api/"):
             return {"error": "change your one-time password first (/auth/account)"}, 403
         if request.headers.get("HX-Request"):
