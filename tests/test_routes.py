@@ -44,6 +44,15 @@ POLICY = {
     "api_v1.next_cell": TOKEN,
     "api_v1.start_round": TOKEN,
     "api_v1.undo_annotation": TOKEN,
+    "api_v1.create_import": TOKEN,  # imports (webapp/api/v1/imports.py)
+    "api_v1.list_imports": TOKEN,
+    "api_v1.get_import": TOKEN,
+    "api_v1.get_import_report": TOKEN,
+    "api_v1.export_labels_csv": TOKEN,  # exports (webapp/api/v1/exports.py)
+    "api_v1.export_labels_jsonl": TOKEN,
+    "api_v1.export_folders": TOKEN,
+    "api_v1.export_model": TOKEN,
+    "api_v1.export_agreement": TOKEN,
     "api_v1.docs": PUBLIC,
     "api_v1.openapi": PUBLIC,
     "index": LOGIN,

@@ -35,7 +35,8 @@ def _export(project_id: int, format_name: str, q: dict) -> Response:
         # An export holds every reader's votes by name and the curators' notes.
         abort(403, description="Exports are for curators and admins: they hold every "
                                "reader's votes.")
-    args = MultiDict([("state", s) for s in q.get("state", [])])
+    # Repeated or comma-separated, as the Export page's query string.
+    args = MultiDict([("state", s) for value in q.get("state", []) for s in value.split(",")])
     for key, name in (("class", "class_name"), ("since", "since"), ("version", "version")):
         if q.get(name) is not None:
             args[key] = str(q[name])

@@ -48,7 +48,7 @@ def _job(import_id: int) -> ImportJob:
 @bp.input(ImportIn, location="form_and_files", arg_name="body")
 @bp.output(ImportOut, status_code=202)
 @bp.doc(tags=["imports"], operation_id="start_import", responses=[400, 404, 413, 507])
-def start(project_id: int, body: dict):
+def create_import(project_id: int, body: dict):
     """Upload cells (multipart/form-data, field `files`, repeated) and queue their import.
 
     The answer comes once the upload is stored and queued (202); follow
