@@ -72,6 +72,21 @@ def client(app):
 
 
 @pytest.fixture
+def live_server(app):
+    """The app served on a loopback port by a thread (browser tests, the README example)."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
 def session(settings):
     from models.db import get_sessionmaker
 

@@ -1,30 +1,18 @@
-"""Fixtures: a live server on loopback and Debian's Chromium driven by Playwright.
+"""Fixtures: Debian's Chromium driven by Playwright (the live server is in tests/conftest.py).
 (Helpers the browser tests share are in tests/browser/helpers.py.)"""
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.browser.helpers import ARTIFACTS
 
 CHROMIUM = os.environ.get("HEMALOOP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-
-
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
