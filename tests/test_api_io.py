@@ -260,21 +260,26 @@ def _jobs(settings) -> int:
         return s.scalar(select(func.count(ImportJob.id)))
 
 
-def test_an_upload_over_the_limit_is_413_json(tmp_path, sqlite_url):
+def test_the_upload_limit_not_the_form_limit_applies_and_413_is_json(tmp_path, sqlite_url):
+    """The API's upload route is marked like the page's (`accepts_upload`): a body over
+    the ordinary form limit is taken, one over the upload limit is 413 JSON, unstored."""
     from models.settings import load_settings
     from tests.helpers import base_env
     from webapp import create_app
 
     settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url,
-                                      HEMALOOP_MAX_UPLOAD_BYTES="100000"))
+                                      HEMALOOP_MAX_FORM_BYTES="100000",
+                                      HEMALOOP_MAX_UPLOAD_BYTES="400000"))
     app = create_app(settings)
     token = make_token(settings, make_user(settings, "boss", "admin"), ["admin"])
     with session_scope(settings.database_url) as s:
         pid = create_project(s, "cells", "wbc4", test_share=0.0).id
     response = _upload(app.test_client(), token, pid, [(b"\0" * 200_000, "big.zip")])
-    _refused(response, 413)
+    assert response.status_code == 202, response.text
+    _refused(_upload(app.test_client(), token, pid, [(b"\0" * 500_000, "huge.zip")]), 413)
     with session_scope(settings.database_url) as s:
-        assert s.scalar(select(func.count(ImportJob.id))) == 0
+        assert s.scalar(select(func.count(ImportJob.id))) == 1
+    assert len(list((settings.instance_dir / "uploads").glob("job-*"))) == 1
 
 
 # --- exports -----------------------------------------------------------------------------------
