@@ -422,3 +422,28 @@ def test_exports_stream_a_chunk_at_a_time(app, client, settings, demo_project):
             assert len(chunks) >= 10 and max(len(c) for c in chunks) < total / 5
         else:
             assert len(chunks) >= 1 and total > 0
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_an_api_import_through_redis_and_a_real_worker(tmp_path, sqlite_url, redis_db):
+    """The production broker: the API's upload is one message on Redis's default queue."""
+    from models.settings import load_settings
+    from tests.helpers import REDIS_URL, base_env
+    from webapp import create_app
+
+    settings = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url,
+                                      HEMALOOP_BROKER_URL=REDIS_URL))
+    app = create_app(settings)
+    token = make_token(settings, make_user(settings, "boss", "admin"), ["admin"])
+    with session_scope(settings.database_url) as s:
+        pid = create_project(s, "cells", "wbc4", test_share=0.0).id
+    job = _upload(app.test_client(), token, pid, [(_class_zip({"monocyte": 2}), "m.zip")],
+                  trust=True).get_json()
+    assert redis_db.llen("default") == 1
+    with running_worker(app.extensions["celery"]):
+        _wait(settings, job["id"])
+    body = app.test_client().get(f"/api/v1/imports/{job['id']}/report",
+                                 headers=bearer(token)).get_json()
+    assert (body["status"], body["imported"], body["labeled"]) == ("succeeded", 2, 2)
+    assert redis_db.llen("default") == 0
