@@ -4,7 +4,8 @@ the range of each among the cells whose final label is each class in question.
 The values come from ``cell_measurements`` (computed on a worker,
 worker/describe.py); nothing here loads scikit-image.  A class's range is the
 10th to 90th percentile (linear interpolation, as NumPy's default) of the
-value over that class's final cells that were measured, the cell itself left
+value over that class's final cells (consensus, curator, or a trusted reference label:
+models.labels.training_label) that were measured, the cell itself left
 out; with fewer than MIN_CELLS cells no range is drawn, only the count.
 """
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import CellMeasurement, Project
-from models.labels import FINAL, CellState
+from models.labels import CellState, training_label
 
 LOW, HIGH = 10.0, 90.0
 MIN_CELLS = 5
@@ -104,8 +105,9 @@ def panel(session: Session, project: Project, image_id: int, states: dict[int, C
     mpp = project.microns_per_pixel
     if own is None or own.error is not None:
         return Panel(own, [], class_ids, mpp)
-    final = {i: s.class_id for i, s in states.items()
-             if s.status == FINAL and s.class_id in class_ids and i != image_id}
+    # "Final" as training sees it: consensus, a curator, or a trusted reference label.
+    final = {i: c for i, s in states.items() if i != image_id
+             and (c := training_label(project, s)) in class_ids}
     columns = [getattr(CellMeasurement, m.column) for m in MEASURES]
     others = session.execute(
         select(CellMeasurement.image_id, *columns).where(
