@@ -414,3 +414,41 @@ def test_measurement_values_scale_shares_to_stored_pixels():
     assert (out["nucleus_lobes"], out["nucleus_found"], out["cytoplasm_found"]) == (2, True, False)
     v[names["nucleus_found"]] = 0
     assert measurement_values(v, 360, 200)["nucleus_area_px"] is None
+
+
+def test_the_pixel_size_is_a_project_setting(app, settings, tmp_path):
+    pid = _project(settings, tmp_path, per_class=1)
+    make_user(settings, "boss", "admin")
+    boss = LoggedIn(app.test_client(), "boss")
+    form = {"min_labels_per_class": "1", "fine_tune_blocks": "0", "warm_start": "y"}
+    page = boss.get(f"/admin/projects/{pid}/settings")
+    assert 'name="microns_per_pixel"' in page.text
+    refused = boss.post(f"/admin/projects/{pid}/settings", data={**form, "microns_per_pixel": "-1"})
+    assert refused.status_code == 400
+    assert boss.post(f"/admin/projects/{pid}/settings",
+                     data={**form, "microns_per_pixel": "0.24"}).status_code == 302
+    with session_scope(settings.database_url) as s:
+        assert s.get(Project, pid).microns_per_pixel == pytest.approx(0.24)
+    boss.post(f"/admin/projects/{pid}/settings", data={**form, "microns_per_pixel": ""})
+    with session_scope(settings.database_url) as s:
+        assert s.get(Project, pid).microns_per_pixel is None
+
+
+def test_api_v1_cell_detail_carries_the_measurements(app, settings, tmp_path):
+    from tests.api_helpers import bearer, make_token
+
+    pid = _project(settings, tmp_path, per_class=1)
+    first, second = (c.id for c in _cells(settings, pid)[:2])
+    _set_values(settings, pid, {first: {"nucleus_area_px": 400.0, "nucleus_lobes": 2,
+                                        "nucleus_to_cell": 0.5}})
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).microns_per_pixel = 0.5
+    headers = bearer(make_token(settings, make_user(settings, "cara", "curator"), ["read"]))
+    client = app.test_client()
+    body = client.get(f"/api/v1/cells/{first}", headers=headers).get_json()
+    m = body["measurements"]
+    assert (m["nucleus_area_px"], m["nucleus_area_um2"], m["nucleus_lobes"], m["error"]) == (
+        400.0, 100.0, 2, None)
+    assert client.get(f"/api/v1/cells/{second}", headers=headers).get_json()["measurements"] is None
+    spec = client.get("/api/v1/openapi.json").get_json()
+    assert "measurements" in spec["components"]["schemas"]["CellDetailOut"]["properties"]
