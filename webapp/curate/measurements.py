@@ -129,9 +129,11 @@ def panel(session: Session, project: Project, image_id: int, states: dict[int, C
     return Panel(own, rows, class_ids, mpp)
 
 
-def panel_classes(state: CellState, predicted: list[int]) -> list[int]:
-    """The classes in question: the readers' votes, the final class, the model's top two."""
+def panel_classes(project: Project, state: CellState, predicted: list[int]) -> list[int]:
+    """The classes in question: the readers' votes, the final (or trusted reference)
+    class, the model's top two."""
     ids = [*state.voted_classes]
-    if state.class_id is not None:
-        ids.append(state.class_id)
+    final = training_label(project, state)
+    if final is not None:
+        ids.append(final)
     return list(dict.fromkeys(ids + predicted[:2]))

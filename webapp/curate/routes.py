@@ -124,7 +124,7 @@ def measurements(image_id: int):
     predicted = [int(k) for k, _ in sorted((prediction.probabilities or {}).items(),
                                            key=lambda kv: -kv[1])] if prediction else []
     names = {c.id: c for c in project.classes}
-    class_ids = [c for c in panel_classes(states[image.id], predicted) if c in names]
+    class_ids = [c for c in panel_classes(project, states[image.id], predicted) if c in names]
     return render_template("curate/_measurements.html", image=image, project=project,
                            panel=panel(db, project, image.id, states, class_ids), classes=names,
                            votes=set(states[image.id].voted_classes))
