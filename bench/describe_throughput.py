@@ -9,8 +9,10 @@ timed from the send to the row's end (so queueing, the FeatureStore writes and t
 per-chunk commits are in it) and from the row's own start to end; the bare loop runs
 again after the task and the two are averaged (the cores are shared).
 
-Part 2: GET /curate/cells/<id>/measurements (the htmx fragment) as a curator, median
-of repeats, on the N measured cells and again after adding synthetic measured,
+Part 2: the curator's panel, medians of repeats: what it adds to the cell page (which
+renders it from the cells' states it has worked out already), the whole cell page, and
+GET /curate/cells/<id>/measurements alone (the fragment works the states out itself), on
+the N measured cells and again after adding synthetic measured,
 reference-labeled cells up to ``--pool`` (the ranges read every final, measured cell
 of the project, so their cost grows with it).
 
@@ -74,11 +76,13 @@ def main() -> None:
     import worker.tasks  # noqa: F401  (registers the task with the worker)
     from migrations.runner import upgrade
     from models import (Annotation, CellMeasurement, DescribeRun, Image, LabelClass, Origin, Role,
-                        Split)
+                        Project, Split)
     from models.db import session_scope
+    from models.labels import cell_states
     from models.settings import load_settings
     from webapp import create_app
     from webapp.bootstrap import create_project, create_user
+    from webapp.curate.measurements import panel, panel_classes
     from webapp.ingest import import_path
     from worker.celery_app import make_celery
     from worker.describe_launch import create_run, enqueue_run
@@ -170,9 +174,19 @@ def main() -> None:
             t = time.perf_counter()
             assert client.get(f"/curate/cells/{target}").status_code == 200
             page_times.append(time.perf_counter() - t)
-        print(f"  {label}: fragment median {statistics.median(times) * 1000:.1f} ms "
-              f"(min {min(times) * 1000:.1f}); whole cell page median "
-              f"{statistics.median(page_times) * 1000:.1f} ms")
+        # What the panel adds to the cell page, which has the cells' states already.
+        with session_scope(settings.database_url) as s:
+            project = s.get(Project, pid)
+            states = cell_states(s, project)
+            classes = panel_classes(project, states[target], [])
+            panel_times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                panel(s, project, target, states, classes)
+                panel_times.append(time.perf_counter() - t)
+        print(f"  {label}: the panel in the cell page {statistics.median(panel_times) * 1000:.1f} ms "
+              f"of a {statistics.median(page_times) * 1000:.1f} ms page (medians); the fragment "
+              f"alone (GET .../measurements) {statistics.median(times) * 1000:.1f} ms")
 
     print(f"part 2: the measurements panel ({args.repeats} requests, SQLite)")
     render(f"{n} cells")

@@ -276,8 +276,13 @@ def test_panel_ranges_are_the_hand_computed_percentiles(app, settings, tmp_path)
 
     cara = LoggedIn(app.test_client(), "cara")
     page = cara.get(f"/curate/cells/{target}")
-    assert page.status_code == 200 and f'/curate/cells/{target}/measurements' in page.text
     html = cara.get(f"/curate/cells/{target}/measurements").text
+    # The cell page carries the same panel, beside the votes.
+    assert page.status_code == 200
+    assert page.text.index('id="votes"') < page.text.index('id="measurements-panel"')
+    for measure in ("nucleus_area_px", "nucleus_lobes", "nucleus_to_cell"):
+        for name in ("lymphocyte", "neutrophil"):
+            assert _range_cell(page.text, measure, name) == _range_cell(html, measure, name)
     # Areas: lymphocytes [100..500]: p10 = 100 + 0.4*100 = 140, p90 = 460; 250 inside.
     assert _range_cell(html, "nucleus_area_px", "lymphocyte") == {
         "place": "inside", "n": 5, "low": 140.0, "high": 460.0}

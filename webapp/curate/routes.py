@@ -102,7 +102,12 @@ def cell(image_id: int):
         later[0] if at is None and later else None)
     prev_id = worklist[at - 1] if at else (earlier[-1] if at is None and earlier else None)
     users.update(_usernames(state.rejected))
+    # Rendered in the page from the states it has (a separate request would work
+    # them out again: most of the fragment's cost on a large project).
+    measured = panel(db, project, image.id, states, [c for c in panel_classes(
+        project, state, [c.id for c, _ in probabilities]) if c in names])
     return render_template("curate/cell.html", image=image, project=project, state=state,
+                           panel=measured, votes=set(state.voted_classes),
                            users=users, classes=names, probabilities=probabilities,
                            version=version, similar=similar, candidates=candidates,
                            submission_id=uuid.uuid4().hex, next_id=next_id, prev_id=prev_id,
