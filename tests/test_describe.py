@@ -457,3 +457,18 @@ def test_api_v1_cell_detail_carries_the_measurements(app, settings, tmp_path):
     assert client.get(f"/api/v1/cells/{second}", headers=headers).get_json()["measurements"] is None
     spec = client.get("/api/v1/openapi.json").get_json()
     assert "measurements" in spec["components"]["schemas"]["CellDetailOut"]["properties"]
+
+
+@pytest.mark.slow
+def test_cli_describe_on_a_worker_follows_the_row(app, settings, tmp_path):
+    from webapp.cli import main
+
+    _project(settings, tmp_path, per_class=1)
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url)
+    with running_worker(app.extensions["celery"]):
+        result = CliRunner().invoke(main, ["describe", "--project", "cells"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "measuring run 1 queued" in result.stdout
+    assert "succeeded, 3 of 3 cell(s), 0 could not be measured" in result.stdout
+    (run,) = _runs(settings, 1)
+    assert run.trigger == "cli" and run.status == DescribeStatus.SUCCEEDED
