@@ -11,7 +11,8 @@ depth rules).
 from importlib import import_module
 
 __all__ = [
-    "Annotation", "ApiToken", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind",
+    "Annotation", "ApiToken", "Base", "CellMeasurement", "DescribeRun", "DescribeStatus", "Flag",
+    "Image", "ImportJob", "ImportStatus", "Kind",
     "LabelClass", "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember",
     "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",

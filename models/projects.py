@@ -80,6 +80,9 @@ class Project(Base):
     review_random_share: Mapped[float] = mapped_column(
         default=DEFAULT_RANDOM_SHARE, server_default=str(DEFAULT_RANDOM_SHARE))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The scanner's pixel size, for nucleus areas in µm² on the curator's page
+    # (None: areas are shown in pixels only).
+    microns_per_pixel: Mapped[float | None]
 
     classes: Mapped[list[LabelClass]] = relationship(
         back_populates="project", order_by="LabelClass.position", cascade="all, delete-orphan"

@@ -11,6 +11,7 @@ from .base import Base, utcnow
 from .images import Image, Split
 from .import_jobs import ImportJob, ImportStatus
 from .leases import Lease
+from .measurements import CellMeasurement, DescribeRun, DescribeStatus
 from .memberships import ProjectMember
 from .projects import LabelClass, Project
 from .review import QueueStatus, ReviewQueue, ReviewQueueItem
@@ -23,7 +24,8 @@ from .users import Role, User
 from . import open_slots  # noqa: E402,F401  (keeps images.open_slots current on every flush)
 
 __all__ = [
-    "Annotation", "ApiToken", "Base", "Flag", "Image", "ImportJob", "ImportStatus", "Kind",
+    "Annotation", "ApiToken", "Base", "CellMeasurement", "DescribeRun", "DescribeStatus", "Flag",
+    "Image", "ImportJob", "ImportStatus", "Kind",
     "LabelClass", "Lease", "ModelVersion", "Origin", "Prediction", "Project", "ProjectMember",
     "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",

@@ -349,6 +349,57 @@ def _report(settings: Settings, round_id: int) -> None:
             _fail(rnd.error)
 
 
+@main.command("describe")
+@click.option("--project", "project_name", required=True)
+@click.option("--wait/--no-wait", default=True, help="Show progress until the run ends.")
+@click.option("--inline", is_flag=True, help="Run in this process instead of on a worker.")
+def describe_cmd(project_name: str, wait: bool, inline: bool) -> None:
+    """Measure the project's cells that lack measurements (the curators' panel)."""
+    from models import DescribeRun
+    from worker.celery_app import make_celery
+    from worker.describe_launch import DescribeBusy, create_run, enqueue_run
+
+    from .bootstrap import SetupError, find_project
+
+    settings = _settings()
+    with session_scope(settings.database_url) as s:
+        try:
+            run = create_run(s, find_project(s, project_name).id, trigger="cli",
+                             stale_seconds=settings.round_stale_seconds)
+        except (SetupError, DescribeBusy) as exc:
+            _fail(str(exc))
+        if not inline and not enqueue_run(s, make_celery(settings), run):
+            _fail(run.error)
+        run_id = run.id
+    click.echo(f"measuring run {run_id} queued")
+    if inline:
+        from worker.describe import run_describe
+
+        with click.progressbar(length=0, label=f"measuring run {run_id}", file=sys.stderr) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            run_describe(settings, run_id, progress=progress)
+    elif wait:
+        with click.progressbar(length=0, label=f"measuring run {run_id}", file=sys.stderr) as bar:
+            while True:
+                with session_scope(settings.database_url) as s:
+                    row = s.get(DescribeRun, run_id)
+                    status, done, total = row.status, row.cells_done, row.cells_total
+                bar.length = total
+                bar.update(done - bar.pos)
+                if status.is_finished:
+                    break
+                time.sleep(1)
+    with session_scope(settings.database_url) as s:
+        row = s.get(DescribeRun, run_id)
+        click.echo(f"measuring run {run_id}: {row.status.value}, {row.cells_done} of "
+                   f"{row.cells_total} cell(s), {row.cells_failed} could not be measured")
+        if row.error:
+            _fail(row.error)
+
+
 @main.command("review-queue")
 @click.option("--project", "project_name", required=True)
 def review_queue_cmd(project_name: str) -> None:

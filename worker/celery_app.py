@@ -29,6 +29,8 @@ RECOVER_ROUNDS = "hemaloop.recover_rounds"
 BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
 RUN_SIMULATION = "hemaloop.run_simulation"
 RUN_IMPORT = "hemaloop.run_import"
+# Cell measurements for the curator (worker/describe.py): CPU, no TensorFlow.
+DESCRIBE_CELLS = "hemaloop.describe_cells"
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -69,6 +71,7 @@ def make_celery(settings: Settings) -> Celery:
             RUN_SIMULATION: {"queue": SIMULATE_QUEUE},
             # Imports decode images (CPU, no TensorFlow): any default worker.
             RUN_IMPORT: {"queue": DEFAULT_QUEUE},
+            DESCRIBE_CELLS: {"queue": DEFAULT_QUEUE},
         },
         # Celery beat checks for projects due a scheduled round, and for rounds
         # whose worker is gone (pages only read; recovery writes happen here).

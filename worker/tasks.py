@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .celery_app import (
-    BUILD_REVIEW_QUEUE, FINISH_SCORING, RECOVER_ROUNDS, RUN_IMPORT, RUN_ROUND, RUN_SIMULATION,
+    BUILD_REVIEW_QUEUE, DESCRIBE_CELLS, FINISH_SCORING, RECOVER_ROUNDS, RUN_IMPORT, RUN_ROUND, RUN_SIMULATION,
     SCHEDULE_ROUNDS,
     SCORE_CHUNK, SCORE_VERSION,
 )
@@ -95,4 +95,18 @@ def run_import_task(self, job_id: int) -> str:
     """A browser upload, imported from disk (worker/imports.py)."""
     from .imports import run_import_job
 
-    return run_import_job(self.app.hemaloop_settings, int(job_id))
+    status = run_import_job(self.app.hemaloop_settings, int(job_id))
+    if status == "succeeded":
+        from .describe import describe_after_import
+
+        # The new cells' measurements for the curator's page, on a default worker.
+        describe_after_import(self.app.hemaloop_settings, self.app, int(job_id))
+    return status
+
+
+@shared_task(bind=True, name=DESCRIBE_CELLS, acks_late=True)
+def describe_cells_task(self, run_id: int) -> str:
+    """Measurements of the project's unmeasured cells (worker/describe.py)."""
+    from .describe import run_describe
+
+    return run_describe(self.app.hemaloop_settings, int(run_id))

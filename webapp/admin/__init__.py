@@ -14,4 +14,4 @@ def _polling_helpers() -> dict:
 
 from . import routes  # noqa: E402,F401
 from . import active_learning  # noqa: E402,F401
-from . import imports, people, projects  # noqa: E402,F401
+from . import describe, imports, people, projects  # noqa: E402,F401

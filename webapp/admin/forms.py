@@ -14,6 +14,10 @@ class ProjectSettingsForm(FlaskForm):
         validators=[NumberRange(min=0, max=11)])
     warm_start = BooleanField("Start each round from the active model")
     train_on_reference = BooleanField("Train on reference labels that came with imports")
+    # Issue 15: nucleus areas in µm² on the curators' measurements panel.
+    microns_per_pixel = FloatField(
+        "Scanner pixel size in µm (empty: areas in pixels), e.g. 0.24",
+        validators=[Optional(), NumberRange(min=0.001, max=100)])
 
 
 class ReadingSettingsForm(FlaskForm):

@@ -18,6 +18,7 @@ from ..label.queue import active_version
 from . import bp
 from .agreement_report import agreement_report
 from .history import timeline
+from .measurements import panel, panel_classes
 from .plots import heatmap, kappa_bars
 from .similar import nearest_by_class
 from .worklist import curation_items
@@ -101,12 +102,37 @@ def cell(image_id: int):
         later[0] if at is None and later else None)
     prev_id = worklist[at - 1] if at else (earlier[-1] if at is None and earlier else None)
     users.update(_usernames(state.rejected))
+    # Rendered in the page from the states it has (a separate request would work
+    # them out again: most of the fragment's cost on a large project).
+    measured = panel(db, project, image.id, states, [c for c in panel_classes(
+        project, state, [c.id for c, _ in probabilities]) if c in names])
     return render_template("curate/cell.html", image=image, project=project, state=state,
+                           panel=measured, votes=set(state.voted_classes),
                            users=users, classes=names, probabilities=probabilities,
                            version=version, similar=similar, candidates=candidates,
                            submission_id=uuid.uuid4().hex, next_id=next_id, prev_id=prev_id,
                            position=(at + 1) if at is not None else None, total=len(worklist),
                            resolved=_resolved_notice())
+
+
+@bp.get("/cells/<int:image_id>/measurements")
+@role_required(Role.CURATOR)
+def measurements(image_id: int):
+    """The measurements panel (htmx fragment): values and the voted classes' ranges."""
+    db = get_db()
+    image = _image(image_id)
+    project = db.get(Project, image.project_id)
+    states = cell_states(db, project)
+    version = active_version(db, project.id)
+    prediction = db.scalar(select(Prediction).where(
+        Prediction.image_id == image.id, Prediction.model_version_id == version.id)) if version else None
+    predicted = [int(k) for k, _ in sorted((prediction.probabilities or {}).items(),
+                                           key=lambda kv: -kv[1])] if prediction else []
+    names = {c.id: c for c in project.classes}
+    class_ids = [c for c in panel_classes(project, states[image.id], predicted) if c in names]
+    return render_template("curate/_measurements.html", image=image, project=project,
+                           panel=panel(db, project, image.id, states, class_ids), classes=names,
+                           votes=set(states[image.id].voted_classes))
 
 
 @bp.post("/cells/<int:image_id>/resolve")

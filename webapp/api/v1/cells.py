@@ -5,15 +5,15 @@ from __future__ import annotations
 from flask import abort
 from sqlalchemy import and_, select
 
-from models import Image, Prediction, Project, Role, Scope, User
+from models import CellMeasurement, Image, Prediction, Project, Role, Scope, User
 from models.labels import cell_states
 
 from ...auth.access import require_project
 from ...db import get_db
 from . import bp
 from .auth import acting_user, token_auth
-from .schemas import CellOut, CellPage, CellQuery
-from .serialize import cell_json, class_names
+from .schemas import CellDetailOut, CellPage, CellQuery
+from .serialize import cell_json, class_names, measurements_json
 
 # State and label filters are worked out in Python (models/labels.py), a
 # chunk of cells at a time; one call looks at no more than this many.
@@ -97,7 +97,7 @@ def list_cells(project_id: int, q: dict):
 
 @bp.get("/cells/<int:image_id>")
 @bp.auth_required(token_auth, roles=[Scope.READ.value])
-@bp.output(CellOut)
+@bp.output(CellDetailOut)
 @bp.doc(tags=["cells"], operation_id="get_cell")
 def get_cell(image_id: int):
     """One cell, with the active model's prediction and (for curators) its state."""
@@ -114,4 +114,6 @@ def get_cell(image_id: int):
             Prediction.image_id == image.id, Prediction.model_version_id == version.id))
     state = (cell_states(db, project, image_ids=[image.id])[image.id]
              if _sees_votes(user) else None)
-    return cell_json(image, prediction, class_names(project), state)
+    body = cell_json(image, prediction, class_names(project), state)
+    body["measurements"] = measurements_json(db.get(CellMeasurement, image.id), project)
+    return body

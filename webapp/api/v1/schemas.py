@@ -97,6 +97,30 @@ class CellOut(Schema):
     final_label = String(required=True, allow_none=True)
 
 
+class MeasurementsOut(Schema):
+    """The cell's measurements (issue 15), computed on a worker; areas in pixels of the
+    stored image, and in µm² where the project has a pixel size."""
+    descriptor_version = Integer(required=True)
+    error = String(required=True, allow_none=True, metadata={
+        "description": "Why the cell could not be measured; the values are null then."})
+    nucleus_found = Boolean(required=True, allow_none=True)
+    cytoplasm_found = Boolean(required=True, allow_none=True)
+    nucleus_area_px = Float(required=True, allow_none=True)
+    nucleus_area_um2 = Float(required=True, allow_none=True)
+    cell_area_px = Float(required=True, allow_none=True)
+    nucleus_lobes = Integer(required=True, allow_none=True)
+    nucleus_to_cell = Float(required=True, allow_none=True)
+    nucleus_circularity = Float(required=True, allow_none=True)
+    nucleus_solidity = Float(required=True, allow_none=True)
+    chromatin_density = Float(required=True, allow_none=True)
+    chromatin_contrast = Float(required=True, allow_none=True)
+
+
+class CellDetailOut(CellOut):
+    measurements = Nested(MeasurementsOut, required=True, allow_none=True, metadata={
+        "description": "null until a worker has measured the cell."})
+
+
 class CellPage(Schema):
     items = List(Nested(CellOut), required=True)
     next_cursor = Integer(required=True, allow_none=True, metadata={

@@ -40,6 +40,20 @@ def cell_json(image: Image, prediction: Prediction | None, names: dict[int, str]
     }
 
 
+def measurements_json(m, project) -> dict | None:
+    """A ``cell_measurements`` row (or None) for API v1's cell detail."""
+    if m is None:
+        return None
+    mpp = project.microns_per_pixel
+    keys = ("descriptor_version", "error", "nucleus_found", "cytoplasm_found", "nucleus_area_px",
+            "cell_area_px", "nucleus_lobes", "nucleus_to_cell", "nucleus_circularity",
+            "nucleus_solidity", "chromatin_density", "chromatin_contrast")
+    body = {k: getattr(m, k) for k in keys}
+    body["nucleus_area_um2"] = (m.nucleus_area_px * mpp * mpp
+                                if mpp and m.nucleus_area_px is not None else None)
+    return body
+
+
 def annotation_json(a: Annotation, names: dict[int, str], users: dict[int, str]) -> dict:
     return {
         "id": a.id, "image_id": a.image_id, "user": users.get(a.user_id) if a.user_id else None,
