@@ -17,6 +17,8 @@ __all__ = [
     "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
+    # issue 15: self-supervised pretraining (models/pretraining.py)
+    "BackboneChoice", "PretrainingRun", "PretrainingStatus", "ProjectBackbone",
 ]
 
 

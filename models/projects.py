@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from models.feature_sources import DEFAULT_FEATURE_SOURCES, EXISTING_PROJECTS_SOURCES
 from models.strategies import DEFAULT_STRATEGY
 
 from .base import Base, utcnow
@@ -31,6 +32,8 @@ class Project(Base):
         CheckConstraint("agreement_share >= 0 AND agreement_share <= 1",
                         name="agreement_share_range"),
         CheckConstraint("lease_minutes >= 1", name="lease_minutes_positive"),
+        CheckConstraint("feature_sources IN ('backbone', 'descriptors', 'both')",
+                        name="feature_sources_known"),
         CheckConstraint("suggestion_min_accuracy >= 0 AND suggestion_min_accuracy <= 1",
                         name="suggestion_min_accuracy_range"),
     )
@@ -55,6 +58,10 @@ class Project(Base):
     fine_tune_blocks: Mapped[int] = mapped_column(default=0)
     # Start each round's network from the active model's weights.
     warm_start: Mapped[bool] = mapped_column(default=True)
+    # What the classifier head reads (models/feature_sources.py): backbone
+    # features, cell descriptors or both.  Existing rows keep "backbone".
+    feature_sources: Mapped[str] = mapped_column(String(20), default=DEFAULT_FEATURE_SOURCES,
+                                                 server_default=EXISTING_PROJECTS_SOURCES)
     # Reading: k readers must agree before a cell's label is final (or a
     # curator settles it).
     readers_per_cell: Mapped[int] = mapped_column(default=1)

@@ -69,6 +69,8 @@ class Settings:
     # How many reverse proxies (TLS terminators) stand in front: their
     # X-Forwarded-For/-Proto are trusted that many hops deep.  0: none.
     trusted_proxies: int = 0
+    # How long a Predict request waits for the predict worker (webapp/predict/client.py).
+    predict_timeout_seconds: int = 60
 
     @property
     def images_dir(self) -> Path:
@@ -174,7 +176,7 @@ KNOWN_NAMES = {
         "MAX_IMAGE_PIXELS", "MAX_UPLOAD_BYTES", "ROUND_STALE_SECONDS", "LOG_LEVEL",
         "RESULT_BACKEND", "SCORE_CHUNK_CELLS",
         "SESSION_IDLE_MINUTES", "SECURE_COOKIES", "RATELIMIT_STORAGE_URL", "MAX_FORM_BYTES",
-        "TRUSTED_PROXIES",
+        "TRUSTED_PROXIES", "PREDICT_TIMEOUT_SECONDS",
     )
 } | _KNOWN_NON_SETTINGS
 
@@ -233,4 +235,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ratelimit_storage_url=_ratelimit_storage(env, broker_url),
         max_form_bytes=_int(env, "MAX_FORM_BYTES", 1024 * 1024, 16 * 1024, 1 << 30),
         trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
+        predict_timeout_seconds=_int(env, "PREDICT_TIMEOUT_SECONDS", 60, 1, 3600),
     )

@@ -13,6 +13,7 @@ from .import_jobs import ImportJob, ImportStatus
 from .leases import Lease
 from .measurements import CellMeasurement, DescribeRun, DescribeStatus
 from .memberships import ProjectMember
+from .pretraining import BackboneChoice, PretrainingRun, PretrainingStatus, ProjectBackbone
 from .projects import LabelClass, Project
 from .review import QueueStatus, ReviewQueue, ReviewQueueItem
 from .simulation import SimulationRun, SimulationStatus
@@ -30,4 +31,6 @@ __all__ = [
     "QueueStatus", "ReviewQueue", "ReviewQueueItem", "Role",
     "RoundStatus", "Scope", "SimulationRun", "SimulationStatus", "Split", "TrainingRound", "User",
     "utcnow",
+    # issue 15: self-supervised pretraining (models/pretraining.py)
+    "BackboneChoice", "PretrainingRun", "PretrainingStatus", "ProjectBackbone",
 ]

@@ -120,6 +120,15 @@ def sqlite_settings(tmp_path, sqlite_url) -> Settings:
     return load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url))
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A trained 75 px classifier (random init) for the tests that predict; install it
+    in a project with tests.model_helpers.install_model."""
+    from tests.model_helpers import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
 # --- Redis ----------------------------------------------------------------------
 
 @pytest.fixture

@@ -178,9 +178,13 @@ def trainable_project(settings, tmp_path: Path, name: str = "tiny") -> int:
 
 # --- worker -------------------------------------------------------------------
 
+WORKER_QUEUES = ("train", "score", "default", "simulate")
+
+
 @contextmanager
-def running_worker(celery_app):
-    """A real Celery worker consuming the app's queues, in a thread of this process.
+def running_worker(celery_app, queues=WORKER_QUEUES):
+    """A real Celery worker consuming ``queues`` (default: all but ``predict``, which
+    deployments give a worker of its own), in a thread of this process.
 
     Celery's test worker never sends ``worker_ready``, so start-up clean-up is
     tested against the real ``celery worker`` command (tests/test_worker.py).
@@ -190,5 +194,5 @@ def running_worker(celery_app):
     import worker.tasks  # noqa: F401
 
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
-                      queues=["train", "score", "default", "simulate"], shutdown_timeout=60):
+                      queues=list(queues), shutdown_timeout=60):
         yield

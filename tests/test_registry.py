@@ -55,8 +55,10 @@ def _project(settings, tmp_path: Path) -> int:
     """4 reference-labeled cells of two classes (trusted), 2 of each in the test split,
     2 unlabeled platelets."""
     with session_scope(settings.database_url) as s:
+        # The backbone's feature cache is what this checks (tests/test_feature_sources.py
+        # rescoring a descriptors-and-backbone model).
         project = create_project(s, "reg", "pbc8", test_share=0.0, train_on_reference=True,
-                                 fine_tune_blocks=0)
+                                 fine_tune_blocks=0, feature_sources="backbone")
         # Review rounds ranked by entropy alone: the labeling queue's whole order is
         # then the entropy order, whichever segment a cell is in.
         project.al_strategy, project.review_random_share = "entropy", 0.0

@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -89,3 +90,74 @@ def test_the_loop_writes_curves_plot_and_summary(tmp_path):
     again = _simulate(tmp_path, "--data", str(data), "--strategy", "margin",
                       "--initial", "6", "--batch", "3", "--rounds", "0", "--repeats", "1")
     assert again.exit_code == 0, again.output
+
+
+# --- feature sources (issue 15) ---------------------------------------------------------
+
+def _feature_folders(root) -> set[str]:
+    return {p.name.split("-")[0] for p in root.rglob("*") if p.is_dir()
+            and p.parent.name == "features"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("features, folders", [
+    ("descriptors", {"descriptors"}),
+    ("backbone", {"random"}),
+    ("both", {"random", "descriptors"}),
+])
+def test_simulate_reads_the_features_asked_for(tmp_path, features, folders):
+    data = _folder(tmp_path / "d", {"lymphocyte": 8, "neutrophil": 8, "eosinophil": 8})
+    result = _simulate(tmp_path, "--data", str(data), "--strategy", "random,margin",
+                       "--initial", "6", "--batch", "3", "--rounds", "1", "--repeats", "1",
+                       "--features", features)
+    assert result.exit_code == 0, result.output
+    assert f"features: {features}" in result.output
+    # Each part came through its own cache, under the key a round would use.
+    assert _feature_folders(tmp_path) == folders
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert 0.0 <= summary["full_pool_accuracy"] <= 1.0 and summary["n_pool"] == 18
+
+
+def test_simulate_refuses_unknown_features(tmp_path):
+    data = _folder(tmp_path / "d", {"lymphocyte": 5, "basophil": 5})
+    result = _simulate(tmp_path, "--data", str(data), "--features", "colour")
+    assert result.exit_code != 0 and "'colour' is not one of" in result.output
+
+
+@pytest.mark.slow
+def test_simulate_on_precomputed_embeddings(tmp_path):
+    """A .npy in the folder's file order: here features that give each class away,
+    so the whole-pool model is perfect; no image is read for features."""
+    data = _folder(tmp_path / "d", {"lymphocyte": 8, "neutrophil": 8, "eosinophil": 8})
+    labels = read_class_folders(data).labels
+    rng = np.random.default_rng(0)
+    x = np.eye(3)[labels] * 5 + rng.normal(0, 0.1, (len(labels), 3))
+    np.save(tmp_path / "emb.npy", x.astype(np.float32))
+    result = _simulate(tmp_path, "--data", str(data), "--strategy", "random,margin",
+                       "--initial", "6", "--batch", "3", "--rounds", "1", "--repeats", "1",
+                       "--embeddings", str(tmp_path / "emb.npy"))
+    assert result.exit_code == 0, result.output
+    assert "emb.npy (precomputed)" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["full_pool_accuracy"] == 1.0
+    assert _feature_folders(tmp_path) == set()  # nothing computed
+
+
+def test_simulate_refuses_embeddings_that_do_not_fit(tmp_path):
+    data = _folder(tmp_path / "d", {"lymphocyte": 5, "basophil": 5})
+    np.save(tmp_path / "short.npy", np.zeros((7, 4), dtype=np.float32))
+    small = ("--initial", "2", "--batch", "2")
+    result = _simulate(tmp_path, "--data", str(data), *small,
+                       "--embeddings", str(tmp_path / "short.npy"))
+    assert result.exit_code != 0
+    assert "needs 10 rows (one per cell)" in result.output
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    result = _simulate(tmp_path, "--data", str(data), *small,
+                       "--embeddings", str(tmp_path / "bad.npy"))
+    assert result.exit_code != 0 and "is not a readable .npy file" in result.output
+    nan = np.zeros((10, 2), dtype=np.float32)
+    nan[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    result = _simulate(tmp_path, "--data", str(data), *small,
+                       "--embeddings", str(tmp_path / "nan.npy"))
+    assert result.exit_code != 0 and "NaN or infinite" in result.output

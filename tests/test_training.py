@@ -61,6 +61,9 @@ def make_project(settings, tmp_path: Path, name: str, classes: list[str], per_cl
             _copy(root / f"{name}-test" / cls, cls, per_class, per_class + test_per_class)
     if unlabeled:
         _copy(root / f"{name}-unlabeled", UNLABELED_FROM, 0, unlabeled)
+    # These tests are about the backbone (its cache, weights files, fine-tuning);
+    # tests/test_feature_sources.py runs rounds on descriptors and both.
+    kw.setdefault("feature_sources", "backbone")
     with session_scope(settings.database_url) as s:
         project = create_project(s, name, "pbc8", test_share=0.0, train_on_reference=True,
                                  fine_tune_blocks=fine_tune_blocks, **kw)

@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .exports.routes import bp as exports_bp
     from .images import bp as images_bp
     from .label import bp as label_bp
+    from .predict import bp as predict_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(label_bp)
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.spec_processor(only_v1)
     app.register_blueprint(images_bp)
     app.register_blueprint(exports_bp)
+    app.register_blueprint(predict_bp)
 
     from .errors import register_error_handlers
 

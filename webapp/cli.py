@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from models.feature_sources import DEFAULT_FEATURE_SOURCES, FEATURE_SOURCES
 from models import Role, TrainingRound
 from models.db import session_scope
 from models.settings import Settings, SettingsError, load_settings
@@ -509,9 +510,17 @@ def export_cmd(project_name: str, format_name: str, out_path: Path, states: tupl
               help="Backbone weights (default: HEMALOOP_BACKBONE_WEIGHTS).")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Feature cache (default: the instance's, shared with rounds).")
+@click.option("--features", type=click.Choice(FEATURE_SOURCES), default=DEFAULT_FEATURE_SOURCES,
+              show_default=True,
+              help="What the heads read: backbone features, cell descriptors, or both "
+                   "(each standardised), as a project with that setting.")
+@click.option("--embeddings", "embeddings_path",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Precomputed features instead (.npy, one row per cell in the folder's "
+                   "order: class folders, then files, sorted by name; duplicates once).")
 def simulate(data_dir: Path, strategies: str, initial: int, batch: int, rounds: int,
              repeats: int, out_dir: Path, size: int | None, weights: str | None,
-             cache_dir: Path | None) -> None:
+             cache_dir: Path | None, features: str, embeddings_path: Path | None) -> None:
     """Compare active-learning strategies on a labeled folder (labels revealed by an oracle)."""
     from worker.ml.selection import SelectionError, get_strategy
     from worker.simulation.dataset import SimulationRefused, read_class_folders
@@ -549,9 +558,11 @@ def simulate(data_dir: Path, strategies: str, initial: int, batch: int, rounds: 
                 input_size=size or settings.input_size,
                 weights=weights or settings.backbone_weights,
                 config=HeadConfig(epochs=settings.head_epochs, batch_size=settings.batch_size),
-                progress=progress)
+                progress=progress, features=features, embeddings=embeddings_path)
         except (SimulationRefused, SelectionError) as exc:
             _fail(str(exc))
+    click.echo("features: " + (f"{embeddings_path} (precomputed)" if embeddings_path
+                               else features))
     click.echo(f"whole-pool model: accuracy {result.full_accuracy:.3f}; "
                f"target (95%) {result.target:.3f}")
     for t in result.to_target:
@@ -568,7 +579,7 @@ def simulate(data_dir: Path, strategies: str, initial: int, batch: int, rounds: 
               help="Also start the Celery workers (rounds and scoring; strategy comparisons).")
 def run(host: str, port: int, worker: bool) -> None:
     """Serve the web app (gunicorn) with its Celery workers, until interrupted."""
-    from worker.celery_app import SIMULATE_QUEUE
+    from worker.celery_app import PREDICT_QUEUE, SIMULATE_QUEUE
 
     settings = _settings()
     # Before anything starts: gunicorn would retry a taken port for a while,
@@ -584,6 +595,8 @@ def run(host: str, port: int, worker: bool) -> None:
         # Strategy comparisons on a worker of their own, so a round never waits
         # behind one. It imports TensorFlow only when a comparison starts.
         procs.append(subprocess.Popen(worker_command(SIMULATE_QUEUE, prefix="simulate")))
+        # Predictions (the Predict page and API): a worker that keeps the models loaded.
+        procs.append(subprocess.Popen(worker_command(PREDICT_QUEUE, prefix="predict")))
     procs.append(subprocess.Popen([
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
         "--threads", "4", "--access-logfile", "-",
@@ -655,8 +668,10 @@ def worker_command(queues: str = "train,score,default", name: str | None = None,
     import uuid
 
     # solo pool: one task at a time in the worker process itself, which keeps
-    # TensorFlow's threads and memory in one place on a small machine.
-    return [sys.executable, "-m", "celery", "-A", "worker.main", "worker", "--pool", "solo",
+    # TensorFlow's threads and memory in one place on a small machine (and, for
+    # the predict worker, its loaded models: worker/predict_main.py).
+    app = "worker.predict_main" if queues == "predict" else "worker.main"
+    return [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo",
             "-Q", queues, "--loglevel", "INFO",
             "-n", name or f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}@%h"]
 
@@ -672,8 +687,63 @@ def beat() -> None:
 
 @main.command()
 @click.option("--queues", default="train,score,default", show_default=True,
-              help="Comma-separated; strategy comparisons go to 'simulate'.")
+              help="Comma-separated; strategy comparisons go to 'simulate'; 'predict' alone "
+                   "runs the predict worker (models kept loaded).")
 def worker(queues: str) -> None:
     """Run a Celery worker for the given queues (what docker-compose's worker runs)."""
     _settings()
     os.execv(sys.executable, worker_command(queues))
+
+
+# --- issue 15: self-supervised backbone pretraining --------------------------------------
+
+@main.command("pretrain")
+@click.option("--project", "project_name", required=True)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--size", type=click.IntRange(75, 299), default=None,
+              help="Input size in px (default: HEMALOOP_INPUT_SIZE).")
+@click.option("--batch", type=click.IntRange(4, 1024), default=32, show_default=True)
+@click.option("--use", is_flag=True,
+              help="Make the new backbone the one the project's next round starts from.")
+def pretrain_cmd(project_name: str, epochs: int, size: int | None, batch: int, use: bool) -> None:
+    """Pretrain the backbone on a project's pool (SimSiam, no labels), in this process.
+
+    The run is recorded like one started from the admin's Pretraining page, where
+    its loss curve can be seen and its backbone chosen later.
+    """
+    from models import BackboneChoice, PretrainingRun, PretrainingStatus, ProjectBackbone
+    from worker.pretraining import run_pretraining_row
+
+    from .bootstrap import SetupError, find_project
+
+    settings = _settings()
+    with session_scope(settings.database_url) as s:
+        try:
+            project = find_project(s, project_name)
+        except SetupError as exc:
+            _fail(str(exc))
+        run = PretrainingRun(project_id=project.id, epochs=epochs,
+                             image_size=size or settings.input_size, batch_size=batch)
+        s.add(run)
+        s.flush()
+        run_id, project_id = run.id, project.id
+    click.echo(f"pretraining run {run_id}: {epochs} epoch(s) at {size or settings.input_size} px",
+               err=True)
+    with click.progressbar(length=1, label="pretraining", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda m: m) as bar:
+        def echo(step: int, total: int, loss: float) -> None:
+            bar.length = total
+            bar.update(step - bar.pos, f"loss {loss:.4f}")
+
+        status = run_pretraining_row(settings, run_id, echo=echo)
+    with session_scope(settings.database_url) as s:
+        run = s.get(PretrainingRun, run_id)
+        if status != PretrainingStatus.SUCCEEDED:
+            _fail(f"pretraining run {run_id} {run.status.value}: {run.error or run.phase}")
+        click.echo(f"wrote {settings.storage_dir / run.weights_path} (loss per epoch: "
+                   + ", ".join(f"{v:.4f}" for v in run.loss_history) + ")")
+        if use:
+            row = s.get(ProjectBackbone, project_id) or ProjectBackbone(project_id=project_id)
+            row.choice, row.pretraining_run_id = BackboneChoice.PRETRAINED, run_id
+            s.add(row)
+            click.echo(f"the next round of {project_name} starts from this backbone")

@@ -86,7 +86,7 @@ def features_through_cache(
     ok = found.copy()
     failures: list[tuple[int, str]] = []
     if len(missing):
-        computed, computed_ok = classifier().features(
+        computed, computed_ok = classifier().backbone_features(
             paths(missing), batch_size, failures=failures, progress=progress)
         feats[missing] = computed
         ok[missing] = computed_ok

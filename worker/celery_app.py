@@ -29,8 +29,16 @@ RECOVER_ROUNDS = "hemaloop.recover_rounds"
 BUILD_REVIEW_QUEUE = "hemaloop.build_review_queue"
 RUN_SIMULATION = "hemaloop.run_simulation"
 RUN_IMPORT = "hemaloop.run_import"
+# Predictions for the Predict page and API: a worker of its own keeps the
+# models loaded between requests while the web request waits for the answer
+# (worker/predict_main.py, webapp/predict/client.py).
+PREDICT_QUEUE = "predict"
+PREDICT = "hemaloop.predict"
 # Cell measurements for the curator (worker/describe.py): CPU, no TensorFlow.
 DESCRIBE_CELLS = "hemaloop.describe_cells"
+
+# Self-supervised backbone pretraining (issue 15): on the train queue, a GPU worker's job.
+RUN_PRETRAINING = "hemaloop.run_pretraining"
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -60,6 +68,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_routes={
             RUN_ROUND: {"queue": TRAIN_QUEUE},
+            RUN_PRETRAINING: {"queue": TRAIN_QUEUE},
             SCORE_VERSION: {"queue": SCORE_QUEUE},
             SCORE_CHUNK: {"queue": SCORE_QUEUE},
             FINISH_SCORING: {"queue": SCORE_QUEUE},
@@ -71,6 +80,7 @@ def make_celery(settings: Settings) -> Celery:
             RUN_SIMULATION: {"queue": SIMULATE_QUEUE},
             # Imports decode images (CPU, no TensorFlow): any default worker.
             RUN_IMPORT: {"queue": DEFAULT_QUEUE},
+            PREDICT: {"queue": PREDICT_QUEUE},
             DESCRIBE_CELLS: {"queue": DEFAULT_QUEUE},
         },
         # Celery beat checks for projects due a scheduled round, and for rounds

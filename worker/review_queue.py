@@ -11,7 +11,8 @@ Ranking never loads every prediction: uncertainty-only strategies are one
 ``ORDER BY <score> LIMIT B`` over an index on (model version, score); the
 others read the ``CANDIDATE_CAP`` most uncertain cells (ORDER BY entropy
 LIMIT M) and run on those alone.  Before any model (cold start) the first
-batch is k-means representatives of the pool's backbone features.
+batch is k-means representatives of the pool's features (the project's feature
+sources, worker/head_inputs.py).
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def _choose_with_model(settings: Settings, s, project: Project, version: ModelVe
 
 
 def _mc_probs(settings: Settings, s, version: ModelVersion, ids: np.ndarray) -> np.ndarray:
-    """MC-dropout passes of the version's head over the candidates' cached features."""
-    from worker.backbone import features_through_cache
+    """MC-dropout passes of the version's head over the candidates' cached head input."""
+    from worker.head_inputs import version_features
     from worker.ml.backend import CellClassifier
     from worker.ml.network import DROPOUT_LAYER, HEAD_LAYER
     from worker.ml.selection.bald import mc_dropout_probs
@@ -106,12 +107,12 @@ def _mc_probs(settings: Settings, s, version: ModelVersion, ids: np.ndarray) -> 
     rows = {i: (sha, path) for i, sha, path in s.execute(
         select(Image.id, Image.sha256, Image.storage_path)
         .where(Image.project_id == version.project_id))}
-    # The version's own features; any not cached are computed, not stored (as before).
-    feats, _, _, _ = features_through_cache(
-        settings.storage_dir / "features", version.feature_key,
-        [rows[int(i)][0] for i in ids],
+    # The version's own head input; backbone features not cached are computed,
+    # not stored (as before).
+    feats, _ = version_features(
+        settings, version, clf, [rows[int(i)][0] for i in ids],
         lambda missing: [settings.storage_dir / rows[int(ids[r])][1] for r in missing],
-        lambda: clf, settings.batch_size, store=False)
+        store=False)
     kernel, bias = clf.model.get_layer(HEAD_LAYER).get_weights()
     return mc_dropout_probs(feats, kernel, bias, rate=float(clf.model.get_layer(DROPOUT_LAYER).rate),
                             temperature=version.temperature)
@@ -119,17 +120,20 @@ def _mc_probs(settings: Settings, s, version: ModelVersion, ids: np.ndarray) -> 
 
 def _choose_cold_start(settings: Settings, s, project: Project, k: int,
                        rng: np.random.Generator) -> list[int]:
-    """k-means representatives of the pool's backbone features (no model yet)."""
+    """k-means representatives of the pool's features (no model yet), for the
+    project's feature sources, built as a round builds its head input."""
+    from worker.backbone_choice import weights_setting
     from worker.ml import embeddings as emb
     from worker.ml.selection import Candidates, cold_start
-    from worker.simulation.features import backbone_features
+    from worker.simulation.features import head_features
 
     rows = s.execute(select(Image.id, Image.sha256, Image.storage_path)
                      .where(*_pending(project.id)).order_by(Image.id)).all()
-    feats, ok, _ = backbone_features(
+    feats, ok = head_features(
         [settings.storage_dir / r.storage_path for r in rows], [r.sha256 for r in rows],
+        sources=project.feature_sources,
         cache_dir=settings.storage_dir / "features", input_size=settings.input_size,
-        weights=settings.backbone_weights, batch_size=settings.batch_size)
+        weights=weights_setting(s, settings, project.id), batch_size=settings.batch_size)
     good = np.flatnonzero(ok)
     picked = cold_start(Candidates(n=len(good), embeddings=emb.project(feats[good])),
                         min(k, len(good)), rng)

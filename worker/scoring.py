@@ -1,9 +1,9 @@
 """Scoring the unlabeled pool with a stored model version (the `score` queue).
 
 Used when an admin activates or rolls back to a version: cells imported or
-un-decided since that version's round get predictions too.  Features come
-from the cache when that backbone's are there; the model is loaded only if
-some are missing.
+un-decided since that version's round get predictions too.  The head's input
+comes from worker/head_inputs.py (the version's feature sources, each part
+from its cache, computed where missing).
 
 The pool is split into chunks of ``score_chunk_cells`` cells (ranges of image
 ids, so a message stays a few numbers however large the pool); the Celery
@@ -72,8 +72,8 @@ def score_chunk(settings: Settings, version_id: int, lo: int, hi: int,
     """Predict the pool cells with ids in [lo, hi]; returns rows written."""
     from worker.ml import calibration
     from worker.ml.backend import CellClassifier
-    from worker.ml.feature_store import FeatureStore
-    from worker.ml.network import FEATURE_DIM
+
+    from .head_inputs import VersionView, version_features
 
     with session_scope(settings.database_url) as s:
         version = s.get(ModelVersion, version_id)
@@ -85,24 +85,16 @@ def score_chunk(settings: Settings, version_id: int, lo: int, hi: int,
             .where(Image.id.in_(_pool_query(project, version.id, only_missing)
                                 .where(Image.id >= lo, Image.id <= hi)))
             .order_by(Image.id)).all()
-        artifact, feature_key = version.artifact_path, version.feature_key
+        artifact, version_view = version.artifact_path, VersionView.of(version)
     if not rows:
         return 0
-    store = FeatureStore(settings.storage_dir / "features", feature_key)
+    # The version's head input through its caches (worker/head_inputs.py): the
+    # model is loaded for its head and standardisation, and computes what is missing.
+    clf = CellClassifier.load(settings.storage_dir / artifact)
+    feats, ok = version_features(
+        settings, version_view, clf, [r.sha256 for r in rows],
+        lambda missing: [settings.storage_dir / rows[i].storage_path for i in missing])
     ids = [r.id for r in rows]
-    shas = [r.sha256 for r in rows]
-    feats, found = store.get_many(shas, FEATURE_DIM)
-    clf = None
-    missing = np.flatnonzero(~found)
-    ok = found.copy()
-    if len(missing):
-        clf = CellClassifier.load(settings.storage_dir / artifact)
-        computed, computed_ok = clf.features(
-            [settings.storage_dir / rows[i].storage_path for i in missing], settings.batch_size)
-        feats[missing] = computed
-        ok[missing] = computed_ok
-        store.put_many(shas, feats, missing[computed_ok])
-    clf = clf or CellClassifier.load(settings.storage_dir / artifact)
     good = np.flatnonzero(ok)
     with session_scope(settings.database_url) as s:
         version = s.get(ModelVersion, version_id)

@@ -92,7 +92,7 @@ class _Progress:
 
     def __call__(self, done: int, total: int, message: str) -> None:
         now = time.monotonic()
-        key = "features" if message.startswith("backbone features") else "rounds"
+        key = "features" if message.startswith("features") else "rounds"
         if key != self.phase_key:
             self.phase_key, self.phase_start = key, now
             self.first_done = done
@@ -124,6 +124,8 @@ def run_simulation_row(settings: Settings, run_id: int) -> SimulationStatus | No
             return None
         run = s.get(SimulationRun, run_id)
         project_id, params = run.project_id, dict(run.params)
+        # The features the project's rounds use, unless the run asked for others.
+        features = params.get("features") or s.get(Project, project_id).feature_sources
     out_dir = Path("simulations") / f"run-{run_id}"
     progress = _Progress(settings, run_id)
 
@@ -136,7 +138,7 @@ def run_simulation_row(settings: Settings, run_id: int) -> SimulationStatus | No
             cache_dir=settings.storage_dir / "features", input_size=settings.input_size,
             weights=settings.backbone_weights, image_root=settings.storage_dir,
             config=HeadConfig(epochs=settings.head_epochs, batch_size=settings.batch_size),
-            progress=progress)
+            progress=progress, features=features)
     except SimulationCancelled:
         log.info("simulation run %s cancelled", run_id)
         return SimulationStatus.CANCELLED

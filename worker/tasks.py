@@ -9,10 +9,12 @@ from __future__ import annotations
 from celery import shared_task
 
 from .celery_app import (
-    BUILD_REVIEW_QUEUE, DESCRIBE_CELLS, FINISH_SCORING, RECOVER_ROUNDS, RUN_IMPORT, RUN_ROUND, RUN_SIMULATION,
+    BUILD_REVIEW_QUEUE, DESCRIBE_CELLS, FINISH_SCORING, PREDICT, RECOVER_ROUNDS, RUN_IMPORT,
+    RUN_ROUND, RUN_SIMULATION,
     SCHEDULE_ROUNDS,
     SCORE_CHUNK, SCORE_VERSION,
 )
+from .celery_app import RUN_PRETRAINING
 
 
 @shared_task(bind=True, name=RUN_ROUND, acks_late=True)
@@ -110,3 +112,23 @@ def describe_cells_task(self, run_id: int) -> str:
     from .describe import run_describe
 
     return run_describe(self.app.hemaloop_settings, int(run_id))
+
+
+@shared_task(bind=True, name=RUN_PRETRAINING, acks_late=True)
+def run_pretraining_task(self, run_id: int) -> str:
+    """Self-supervised backbone pretraining on a project's pool (worker/pretraining.py)."""
+    from .pretraining import run_pretraining_row
+
+    return str(run_pretraining_row(self.app.hemaloop_settings, int(run_id)))
+
+
+# The answer goes back through the result backend (the web request waits on
+# it).  Acknowledged on receipt: a prediction that killed its worker is not
+# worth a second worker's life, and the request has given up by then.
+@shared_task(bind=True, name=PREDICT, ignore_result=False, acks_late=False)
+def predict_task(self, version_id: int, batch: str, files: list[str]) -> dict:
+    """Spooled uploads (worker/predict_spool.py) through a model version (worker/prediction.py)."""
+    from .prediction import predict_batch
+
+    return predict_batch(self.app.hemaloop_settings, int(version_id), str(batch),
+                         [str(f) for f in files])

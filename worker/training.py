@@ -4,8 +4,10 @@
    round that cannot learn, plan the phases for the time-left estimate.
 2. ``build_network``: InceptionV3 -> GAP -> Dropout -> Dense, or warm-start from
    the active model.
-3. ``read_features``: backbone features for every cell the round needs, through
-   the feature cache (worker/backbone.py).
+3. ``read_features``: the head's input for every cell the round needs, for the
+   project's feature sources (backbone features, cell descriptors or both,
+   each through its cache: worker/head_inputs.py), standardised with the
+   numbers the model stores (fitted now on a fresh model's cells).
 4. ``split_labels`` and ``train_head``: phase 1, the head on cached features (a
    frozen base), fitted and calibrated by worker/ml/head.py's
    ``fit_calibrated_head`` (validation split, training, temperature): the same
@@ -35,12 +37,15 @@ import numpy as np
 from sqlalchemy import select
 
 from models import Image, ModelVersion, Project, Split, TrainingRound
+from models.feature_sources import uses_backbone
 from models.db import session_scope
 from models.labels import labeled_images, unlabeled_pool
 from models.settings import Settings
 
-from .backbone import SEED, configured_key, features_through_cache, pristine_key
+from .backbone import SEED, configured_key, pristine_key
+from .backbone_choice import project_settings
 from .launch import RoundError, check_trainable
+from .head_inputs import version_sources
 from .ml.head import MIN_VALIDATION_FOR_TEMPERATURE, VALIDATION_FRACTION
 from .ml.head import temperature as head_temperature
 from .publish import publish
@@ -59,6 +64,7 @@ class RoundData:
     min_per_class: int
     fine_tune_blocks: int
     warm_start: bool
+    feature_sources: str
     train: list[tuple[int, int]]  # (image id, class id)
     test: list[tuple[int, int]]
     pool: list[int]
@@ -88,6 +94,7 @@ def load_round_data(settings: Settings, round_id: int) -> RoundData:
             min_per_class=project.min_labels_per_class,
             fine_tune_blocks=project.fine_tune_blocks,
             warm_start=project.warm_start,
+            feature_sources=project.feature_sources,
             train=[(x.image_id, x.label_class_id) for x in train],
             test=[(x.image_id, x.label_class_id) for x in test],
             pool=[i for i, _ in pool],
@@ -138,9 +145,13 @@ def build_classifier(settings: Settings, data: RoundData, warnings: list[str]):
         old_key = lineage_backbone_key(active)
         if active.class_ids != data.class_ids:
             reason = "the project's classes changed"
+        elif version_sources(active) != data.feature_sources:
+            reason = (f"the feature sources changed ({version_sources(active)} -> "
+                      f"{data.feature_sources})")
         elif active.input_size != settings.input_size:
             reason = f"the input size changed ({active.input_size} -> {settings.input_size})"
-        elif old_key is not None and old_key != configured_backbone_key(settings):
+        elif (old_key is not None and uses_backbone(data.feature_sources)
+              and old_key != configured_backbone_key(settings)):
             reason = (f"the backbone weights changed ({active.backbone_weights} -> "
                       f"{settings.backbone_weights})")
         else:
@@ -154,34 +165,50 @@ def build_classifier(settings: Settings, data: RoundData, warnings: list[str]):
                         "the backbone weights instead.")
     try:
         clf, weight_warnings = CellClassifier.create(
-            data.class_ids, settings.input_size, settings.backbone_weights, seed=SEED)
+            data.class_ids, settings.input_size, settings.backbone_weights, seed=SEED,
+            sources=data.feature_sources)
     except WeightsError as exc:
         raise RoundError(str(exc)) from exc
     warnings.extend(weight_warnings)
-    return clf, pristine_key(clf, settings.input_size), None
+    return clf, round_feature_key(clf, settings), None
+
+
+def round_feature_key(clf, settings: Settings) -> str:
+    """A fresh classifier's feature key: its pristine backbone's, or the descriptors'
+    for a descriptors-only head (which has no backbone)."""
+    if clf.has_image_input:
+        return pristine_key(clf, settings.input_size)
+    from worker.ml.descriptors import descriptor_key
+
+    return descriptor_key("cell")
 
 
 def cached_features(settings: Settings, clf, key: str, data: RoundData, image_ids: list[int],
-                    progress: Progress) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], int]:
-    """Features for ``image_ids``: from the cache, computing (and caching) the rest.
+                    progress: Progress):
+    """The raw parts the head reads for ``image_ids`` (worker/head_inputs.py): from the
+    caches, computing (and caching) the rest.
 
-    Returns (features, ok mask, failures as (image id, reason), how many came from the cache).
+    Returns (Parts, failures as (image id, reason)).
     """
+    from .head_inputs import read_parts
+
     counts = {}
 
     def missing(n: int) -> None:
         counts["missing"] = n
         progress.units(n)  # cached cells cost (next to) nothing
 
-    feats, ok, failures, cached = features_through_cache(
-        settings.storage_dir / "features", key, [data.images[i][0] for i in image_ids],
+    backbone_key = key if clf.has_image_input else None
+    parts = read_parts(
+        settings.storage_dir / "features", clf.sources, backbone_key,
+        [data.images[i][0] for i in image_ids],
         lambda rows: [settings.storage_dir / data.images[image_ids[r]][1] for r in rows],
         lambda: clf, settings.batch_size, on_missing=missing,
         progress=lambda done, total: progress(
             done / max(total, 1),
             f"reading cells: {done}/{total} ({len(image_ids) - counts['missing']} cached)"),
     )
-    return feats, ok, [(image_ids[r], why) for r, why in failures], cached
+    return parts, [(image_ids[r], why) for r, why in parts.failures]
 
 
 def _unreadable_warning(settings: Settings, failed: list[tuple[int, str]]) -> str:
@@ -214,6 +241,7 @@ class RoundState:
     # in both the training set and the pool), its row in feats.
     image_ids: list[int] = field(default_factory=list)
     row_of: dict[int, int] = field(default_factory=dict)
+    parts: Any = None  # the raw parts (worker/head_inputs.Parts); feats is the head input
     feats: np.ndarray | None = None
     ok: np.ndarray | None = None
     # split_labels
@@ -276,10 +304,15 @@ def train_round(settings: Settings, round_id: int, progress: Progress) -> None:
 def start(settings: Settings, round_id: int, progress: Progress) -> RoundState:
     """Read the round's data once; refuse a round that cannot learn; plan its phases."""
     data = load_round_data(settings, round_id)
+    settings = project_settings(settings, data.project_id)  # the project's chosen backbone
     check_trainable(label_counts_of(data.train), dict(zip(data.class_ids, data.class_names)),
                     data.min_per_class)
-    fine_tune = data.fine_tune_blocks > 0 and settings.fine_tune_epochs > 0
+    fine_tune = (data.fine_tune_blocks > 0 and settings.fine_tune_epochs > 0
+                 and uses_backbone(data.feature_sources))
     st = RoundState(settings, round_id, progress, data, fine_tune, warnings=list(data.warnings))
+    if data.fine_tune_blocks > 0 and not uses_backbone(data.feature_sources):
+        st.warnings.append("Fine-tuning skipped: this project's head reads cell descriptors "
+                           "only, so there is no backbone to fine-tune.")
     progress.plan(round_plan(settings, data, fine_tune))
     return st
 
@@ -303,7 +336,14 @@ def build_network(st: RoundState) -> None:
         # Which pristine backbone this model descends from, for later warm starts.
         "backbone_key": (lineage_backbone_key(data.active) if st.parent_id else None)
         or st.feature_key,
+        # What the head reads (worker/head_inputs.py): scoring and review read it back.
+        "feature_sources": st.clf.sources,
     }
+    if st.clf.sources != "backbone":
+        from worker.ml.descriptors import DESCRIPTOR_VERSION
+
+        # The descriptor input is only valid for descriptors of this version.
+        st.config["descriptor_version"] = DESCRIPTOR_VERSION
     st.progress.record(warnings=st.warnings, config=st.config)
     st.timings["build_s"] = time.perf_counter() - st.t0
     st.progress.check()
@@ -315,8 +355,20 @@ def read_features(st: RoundState) -> None:
     st.row_of = {image_id: row for row, image_id in enumerate(st.image_ids)}
     st.phase("features", "reading cells")
     t = time.perf_counter()
-    st.feats, st.ok, failures, st.timings["features_cached"] = cached_features(
-        st.settings, st.clf, st.feature_key, data, st.image_ids, st.progress)
+    st.parts, failures = cached_features(st.settings, st.clf, st.feature_key, data,
+                                         st.image_ids, st.progress)
+    st.ok, st.timings["features_cached"] = st.parts.ok, st.parts.cached
+    if st.parent_id is None:
+        # A fresh model: each part's standardisation from the round's training and
+        # pool cells (no labels used; the test split stays unseen), kept in the model.
+        from .head_inputs import fitted_head_input
+
+        fit_rows = [st.row_of[i] for i in dict.fromkeys(
+            [i for i, _ in data.train] + data.pool) if st.ok[st.row_of[i]]]
+        _, stats = fitted_head_input(st.clf.sources, st.parts, np.asarray(fit_rows, np.int64))
+        st.clf.set_standardisation(stats)
+    st.feats = st.clf.head_input(st.parts.parts)
+    st.feats[~st.ok] = 0.0
     st.timings["features_s"] = time.perf_counter() - t
     if failures:
         st.warnings.append(_unreadable_warning(st.settings, failures))
@@ -381,10 +433,15 @@ def fine_tune_if_better(st: RoundState) -> None:
     before = clf.model.get_weights()
     loss_before = calibration.nll(clf.logits_features(st.feats[st.train_rows[val]]),
                                   y_all[val], 1.0)
+    # A two-input head keeps its descriptor input: each cell's cached raw descriptors.
+    descriptors = st.parts.parts.get("descriptors")
+    train_desc = descriptors[st.train_rows] if descriptors is not None else None
     st.history["fine_tune"] = clf.fine_tune(
         [paths[i] for i in fit], y_all[fit], [paths[i] for i in val], y_all[val],
         blocks=data.fine_tune_blocks, epochs=settings.fine_tune_epochs,
         batch_size=settings.batch_size, seed=SEED,
+        train_descriptors=None if train_desc is None else train_desc[fit],
+        val_descriptors=None if train_desc is None else train_desc[val],
         progress=lambda ep, total, logs: progress(
             ep / max(total, 1), f"fine-tuning: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
             force=True),
@@ -410,9 +467,10 @@ def fine_tune_if_better(st: RoundState) -> None:
     st.feature_key = attempt_feature_key(st.round_id, progress.token)
     st.phase("refeature", "re-reading cells with the fine-tuned backbone")
     t = time.perf_counter()
-    st.feats, ok2, _, _ = cached_features(settings, clf, st.feature_key, data, st.image_ids,
-                                          progress)
-    st.ok &= ok2
+    st.parts, _ = cached_features(settings, clf, st.feature_key, data, st.image_ids, progress)
+    st.ok &= st.parts.ok
+    st.feats = clf.head_input(st.parts.parts)
+    st.feats[~st.ok] = 0.0
     st.timings["refeature_s"] = time.perf_counter() - t
 
 
@@ -530,6 +588,8 @@ FORWARD_S_PER_CELL_299 = 0.05
 # through the unfrozen blocks.
 FINE_TUNE_COST = 3.0
 HEAD_S_PER_EPOCH = 0.05
+# Cell descriptors of one uncached cell (docs/benchmarks.md, "Cell descriptors").
+DESCRIPTORS_S_PER_CELL = 0.03
 HEAD_S_PER_SAMPLE_EPOCH = 2e-5
 
 
@@ -537,7 +597,10 @@ def round_plan(settings: Settings, data: RoundData, fine_tune: bool):
     """The round's phases as work to do, for the time-left estimate."""
     from .eta import Phase
 
-    forward = FORWARD_S_PER_CELL_299 * (settings.input_size / 299) ** 2
+    forward = FORWARD_S_PER_CELL_299 * (settings.input_size / 299) ** 2 \
+        if uses_backbone(data.feature_sources) else 0.0
+    if data.feature_sources != "backbone":
+        forward += DESCRIPTORS_S_PER_CELL
     n_cells = len(set(i for i, _ in data.train + data.test) | set(data.pool))
     n_train = len(data.train)
     phases = [

@@ -15,3 +15,4 @@ def _polling_helpers() -> dict:
 from . import routes  # noqa: E402,F401
 from . import active_learning  # noqa: E402,F401
 from . import describe, imports, people, projects  # noqa: E402,F401
+from . import pretraining  # noqa: E402,F401  (issue 15)

@@ -1,6 +1,17 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, FloatField, IntegerField, SelectMultipleField, widgets
+from wtforms import (
+    BooleanField,
+    FloatField,
+    IntegerField,
+    SelectField,
+    SelectMultipleField,
+    widgets,
+)
 from wtforms.validators import NumberRange, Optional
+
+from models.feature_sources import FEATURE_SOURCES, LABELS
+
+FEATURE_SOURCE_CHOICES = [(name, LABELS[name]) for name in FEATURE_SOURCES]
 
 
 class ProjectSettingsForm(FlaskForm):
@@ -12,6 +23,9 @@ class ProjectSettingsForm(FlaskForm):
     fine_tune_blocks = IntegerField(
         "InceptionV3 blocks to fine-tune after the head (0: head only; 2 is a good start on a GPU)",
         validators=[NumberRange(min=0, max=11)])
+    feature_sources = SelectField(
+        "What the classifier reads (a change takes effect at the next round, which then "
+        "starts afresh instead of from the active model)", choices=FEATURE_SOURCE_CHOICES)
     warm_start = BooleanField("Start each round from the active model")
     train_on_reference = BooleanField("Train on reference labels that came with imports")
     # Issue 15: nucleus areas in µm² on the curators' measurements panel.

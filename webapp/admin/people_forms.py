@@ -5,9 +5,12 @@ from wtforms import BooleanField, FloatField, IntegerField, SelectChoice, Select
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from models import Role
+from models.feature_sources import DEFAULT_FEATURE_SOURCES
+from models.strategies import DEFAULT_STRATEGY
 from models.presets import PRESETS
 
 from .active_learning_forms import CHOICES as STRATEGIES
+from .forms import FEATURE_SOURCE_CHOICES
 
 ROLE_CHOICES = [SelectChoice(r.value, r.value) for r in Role]
 PRESET_CHOICES = ([SelectChoice(name, f"{name}: " + ", ".join(c[0] for c in classes))
@@ -28,9 +31,12 @@ class NewProjectForm(FlaskForm):
     blind_reading = BooleanField("Blind reading: hide the model's suggestions from readers")
     test_share = FloatField("Share of imported cells held out as the test split", default=0.1,
                             validators=[NumberRange(min=0, max=0.9)])
-    al_strategy = SelectField("Strategy for review rounds", choices=STRATEGIES, default="margin")
+    al_strategy = SelectField("Strategy for review rounds", choices=STRATEGIES,
+                              default=DEFAULT_STRATEGY)
     al_round_size = IntegerField("Round size B", default=50,
                                  validators=[NumberRange(min=1, max=100_000)])
+    feature_sources = SelectField("What the classifier reads", choices=FEATURE_SOURCE_CHOICES,
+                                  default=DEFAULT_FEATURE_SOURCES)
 
 
 class NewClassForm(FlaskForm):

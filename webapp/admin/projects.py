@@ -45,7 +45,8 @@ def new_project():
                 classes=rows if custom else None, test_share=form.test_share.data,
                 readers_per_cell=form.readers_per_cell.data,
                 blind_reading=form.blind_reading.data, al_strategy=form.al_strategy.data,
-                al_round_size=form.al_round_size.data)
+                al_round_size=form.al_round_size.data,
+                feature_sources=form.feature_sources.data)
         except SetupError as exc:
             db.rollback()
             problems = str(exc).split("; ")

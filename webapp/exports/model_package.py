@@ -32,8 +32,16 @@ from .zipstream import Member, stream_zip
 
 PACKAGE_FILES = Path(__file__).resolve().parent / "package"
 FORMAT = "hemaloop-model-package/1"
-# Layer names of worker/ml/network.py's classifier (backbone -> gap -> dropout -> head).
-FEATURES_LAYER, HEAD_LAYER = "gap", "head"
+# Layer names of worker/ml/network.py's classifier: the head reads the output of
+# "gap" (backbone only), "descriptor_norm" (descriptors only) or "head_input" (both).
+HEAD_LAYER = "head"
+FEATURES_LAYER = {"backbone": "gap", "descriptors": "descriptor_norm", "both": "head_input"}
+DESCRIPTOR_LIMIT = (
+    "This model also reads cell descriptors (stain colour and nucleus shape). They must be "
+    "computed exactly as hemaloop computes them, with worker.ml.descriptors at the "
+    "descriptor version in this card: predict.py imports it, so run it where hemaloop is "
+    "installed with its worker extras (pip install 'hemaloop[cpu]': NumPy, SciPy, "
+    "scikit-image). The package does not carry that code.")
 
 README = """hemaloop model package: {project}, model version {version}
 
@@ -46,7 +54,7 @@ README = """hemaloop model package: {project}, model version {version}
 Calibrated probabilities = softmax(logits / temperature), where logits are the head's
 pre-softmax outputs; predict.py computes them.  The saved model's own output is the
 uncalibrated softmax (temperature 1).
-"""
+{descriptors}"""
 
 
 def package_version(session: Session, project: Project, version_id: int | None = None
@@ -77,8 +85,14 @@ def _iso(moment) -> str | None:
     return moment.isoformat() if moment else None
 
 
+def version_sources(version: ModelVersion) -> str:
+    """What the version's head reads (versions from before issue 15: the backbone)."""
+    return (version.config or {}).get("feature_sources") or "backbone"
+
+
 def model_card(session: Session, project: Project, version: ModelVersion) -> dict:
     names = {c.id: c.name for c in project.classes}
+    sources = version_sources(version)
     rnd = session.get(TrainingRound, version.round_id)
     metrics = version.metrics or {}
     return {
@@ -107,7 +121,17 @@ def model_card(session: Session, project: Project, version: ModelVersion) -> dic
             "calibrated": "softmax(logits / temperature), logits = features @ kernel + bias "
                           "of the head layer (predict.py)",
         },
-        "layers": {"features": FEATURES_LAYER, "head": HEAD_LAYER},
+        "layers": {"features": FEATURES_LAYER[sources], "head": HEAD_LAYER},
+        # Which inputs the Keras model takes: "image" and/or "descriptors" (raw, as
+        # worker.ml.descriptors computes them; the model standardises them itself).
+        "feature_sources": sources,
+        "inputs": ([] if sources == "descriptors" else ["image"])
+        + ([] if sources == "backbone" else ["descriptors"]),
+        "descriptors": None if sources == "backbone" else {
+            "computed_by": "worker.ml.descriptors.describe_path (hemaloop)",
+            "version": (version.config or {}).get("descriptor_version"),
+            "limit": DESCRIPTOR_LIMIT,
+        },
         "temperature": version.temperature,
         "metrics": {"test": metrics.get("test"), "validation": metrics.get("validation"),
                     "train_accuracy": metrics.get("train_accuracy")},
@@ -133,7 +157,10 @@ def model_package_zip(session: Session, project: Project, storage_dir: Path,
         raise ExportError(f"The file of model version {version.id} is missing from the store.",
                           410)
     card = json.dumps(model_card(session, project, version), indent=2).encode()
-    readme = README.format(project=project.name, version=version.id).encode()
+    readme = README.format(
+        project=project.name, version=version.id,
+        descriptors="" if version_sources(version) == "backbone"
+        else "\n" + DESCRIPTOR_LIMIT + "\n").encode()
     members = [
         Member("model.keras", path=artifact),
         Member("model_card.json", data=card),

@@ -57,26 +57,39 @@ def preprocess(images: tf.Tensor) -> tf.Tensor:
 
 
 def image_dataset(paths: Sequence[str | Path], labels: np.ndarray, input_size: int,
-                  batch_size: int, *, augment: bool, shuffle: bool, seed: int = 0
-                  ) -> tf.data.Dataset:
-    """(image, label) batches.
+                  batch_size: int, *, augment: bool, shuffle: bool, seed: int = 0,
+                  descriptors: np.ndarray | None = None) -> tf.data.Dataset:
+    """(image, label) batches; with ``descriptors`` (raw, one row per path),
+    ({"image": ..., "descriptors": ...}, label) batches for a two-input classifier.
 
     The files must be readable (a round passes only cells whose features it
     could compute), so the batch count is known and Keras can show epochs.
+    Augmentation changes the image only: the descriptors were measured once
+    on the unaugmented cell (stain and shape do not depend on its rotation).
     """
+    from worker.ml.network import DESCRIPTOR_INPUT, IMAGE_INPUT
+
+    aux = (np.zeros((len(paths), 0), dtype=np.float32) if descriptors is None
+           else np.asarray(descriptors, dtype=np.float32))
+    if len(aux) != len(paths):
+        raise ValueError("one descriptor row per image is needed")
     ds = tf.data.Dataset.from_tensor_slices(
-        ([str(p) for p in paths], np.asarray(labels, dtype=np.int32)))
-    ds = ds.map(lambda p, y: (tf.cast(tf.round(_decode(p, input_size)), tf.uint8), y),
+        ([str(p) for p in paths], aux, np.asarray(labels, dtype=np.int32)))
+    ds = ds.map(lambda p, d, y: (tf.cast(tf.round(_decode(p, input_size)), tf.uint8), d, y),
                 num_parallel_calls=AUTOTUNE)
     if len(paths) * input_size * input_size * 3 <= CACHE_LIMIT_BYTES:
         ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, d, y: (tf.cast(x, tf.float32), d, y), num_parallel_calls=AUTOTUNE)
     if augment:
         geometric = augmentation(seed)
-        ds = ds.map(lambda x, y: (_stain_jitter(geometric(x, training=True)), y),
+        ds = ds.map(lambda x, d, y: (_stain_jitter(geometric(x, training=True)), d, y),
                     num_parallel_calls=AUTOTUNE)
-    ds = ds.map(lambda x, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE)
+    if descriptors is None:
+        ds = ds.map(lambda x, d, y: (preprocess(x), y), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, d, y: ({IMAGE_INPUT: preprocess(x), DESCRIPTOR_INPUT: d}, y),
+                    num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .curves import LabelsToTarget, labels_to_reach, mean_curves, write_csv
 from .dataset import LabeledSet, SimulationRefused, check_simulable, stratified_test_split
-from .features import backbone_features
+from .features import embeddings_file, head_features
 from .loop import CurvePoint, HeadConfig, full_pool_accuracy, simulate
 from .plot import svg_plot
 
@@ -48,8 +48,15 @@ def run_simulation(data: LabeledSet, strategies: Sequence[str], *, initial: int,
                    rounds: int, repeats: int, out_dir: Path, cache_dir: Path, input_size: int,
                    weights: str, config: HeadConfig = HeadConfig(),
                    image_root: Path | None = None, stop_at_target: bool = False,
-                   progress: Progress | None = None) -> SimulationResult:
-    """Run, write ``curves.csv``, ``curves.svg`` and ``summary.json`` under ``out_dir``."""
+                   progress: Progress | None = None, features: str = "backbone",
+                   embeddings: Path | None = None) -> SimulationResult:
+    """Run, write ``curves.csv``, ``curves.svg`` and ``summary.json`` under ``out_dir``.
+
+    ``features``: the feature sources the heads read (models/feature_sources.py),
+    built as a round builds them (worker/head_inputs.py); ``embeddings``: a
+    ``.npy`` of precomputed features instead, one row per cell in ``data``'s order.
+    """
+    from models.feature_sources import check
     from worker.ml.selection import get_strategy
 
     for name in strategies:
@@ -60,11 +67,18 @@ def run_simulation(data: LabeledSet, strategies: Sequence[str], *, initial: int,
 
     def feature_progress(done: int, total: int) -> None:
         if progress is not None:
-            progress(done, total, f"backbone features: {done}/{total}")
+            progress(done, total, f"features: {done}/{total}")
 
-    feats, ok, _ = backbone_features(paths, data.shas, cache_dir=cache_dir, input_size=input_size,
-                                     weights=weights, batch_size=config.batch_size,
-                                     progress=feature_progress)
+    if embeddings is not None:
+        feats, ok = embeddings_file(embeddings, total_images)
+    else:
+        try:
+            check(features)
+        except ValueError as exc:
+            raise SimulationRefused(str(exc)) from None
+        feats, ok = head_features(paths, data.shas, sources=features, cache_dir=cache_dir,
+                                  input_size=input_size, weights=weights,
+                                  batch_size=config.batch_size, progress=feature_progress)
     if not ok.all():
         bad = [str(data.paths[i]) for i in np.flatnonzero(~ok)[:3]]
         raise SimulationRefused(f"{int((~ok).sum())} of {total_images} images could not be "

@@ -36,6 +36,7 @@ TAGS = [
     {"name": "annotations", "description": "Labeling: lease a cell, record a decision."},
     {"name": "rounds", "description": "Training rounds (admin scope)."},
     {"name": "models", "description": "Model versions (admin scope)."},
+    {"name": "predict", "description": "What a model makes of new cell images (read scope)."},
     {"name": "imports", "description": "Upload cells into a project; follow the import "
                                        "(admin scope)."},
     {"name": "exports", "description": "Labels, class folders, the model package, the "
@@ -43,6 +44,6 @@ TAGS = [
                                        "curators and admins)."},
 ]
 
-from . import (annotations, cells, docs, models_versions, projects,  # noqa: E402,F401
+from . import (annotations, cells, docs, models_versions, predict, projects,  # noqa: E402,F401
                rounds)
 from . import exports, imports  # noqa: E402,F401

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from apiflask import Schema
-from apiflask.fields import Boolean, DateTime, Dict, Float, Integer, List, Nested, String
+from apiflask.fields import (Boolean, DateTime, Dict, File, Float, Integer, List, Nested,
+                             String)
 from apiflask.validators import Length, OneOf, Range
 
 from models import Split
+from models.feature_sources import FEATURE_SOURCES
 from models.labels import DISPUTED, EXCLUDED, FINAL, FLAGGED, OPEN
 
 from ...routing import MAX_ID  # ids are INTEGER on PostgreSQL
@@ -44,6 +46,10 @@ class ProjectOut(Schema):
     classes = List(Nested(ClassOut), required=True)
     blind_reading = Boolean(required=True)
     active_model_version_id = Integer(required=True, allow_none=True)
+    feature_sources = String(
+        required=True, validate=OneOf(list(FEATURE_SOURCES)),
+        metadata={"description": "What the project's classifier head reads: the backbone's "
+                                 "pooled features, cell descriptors, or both (issue 15)."})
 
 
 class ProjectDetailOut(ProjectOut):
@@ -241,3 +247,45 @@ class ActivationOut(Schema):
         "description": "false when re-scoring the pool could not be queued (the activation "
                        "stands; cells imported since its round have no suggestion yet)."})
 
+
+
+# --- predict --------------------------------------------------------------------------------
+
+class PredictIn(Schema):
+    files = List(File(), required=True, validate=Length(min=1), metadata={
+        "description": "One or many cell images (repeat the field); at most 50."})
+    version = Integer(validate=Range(min=1, max=MAX_ID), metadata={
+        "description": "A model version of the project; default: the active one."})
+
+
+class TopClassOut(Schema):
+    class_name = String(required=True, data_key="class")
+    class_id = Integer(required=True)
+    probability = Float(required=True, metadata={"description": "Calibrated (temperature-scaled)."})
+
+
+class PredictedCellOut(Schema):
+    index = Integer(required=True, metadata={"description": "Position of the file in the request."})
+    file = String(required=True, metadata={"description": "The file's name as uploaded."})
+    error = String(required=True, allow_none=True, metadata={
+        "description": "Why this file was not predicted (not an image, corrupt, too large); "
+                       "null when it was."})
+    predicted_class = String(required=True, allow_none=True)
+    class_id = Integer(required=True, allow_none=True)
+    confidence = Float(required=True, allow_none=True, metadata={
+        "description": "The predicted class's calibrated probability."})
+    top = List(Nested(TopClassOut), required=True, metadata={"description": "The top three."})
+    heatmap_png = String(required=True, allow_none=True, metadata={
+        "description": "Grad-CAM over the image, base64-encoded PNG; null without one."})
+
+
+class PredictOut(Schema):
+    model_version_id = Integer(required=True)
+    upload_id = String(required=True, metadata={
+        "description": "The upload, kept for a day on the server (the Predict page can add "
+                       "its cells to the project)."})
+    note = String(required=True, allow_none=True, metadata={
+        "description": "e.g. 'this model does not look at pixels' (no heatmaps)."})
+    heatmap_grid = List(Integer(), required=True, allow_none=True, metadata={
+        "description": "Rows and columns of the heatmap before it is stretched over the image."})
+    items = List(Nested(PredictedCellOut), required=True)

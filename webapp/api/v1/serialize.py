@@ -19,6 +19,7 @@ def project_json(project: Project) -> dict:
         "classes": [{"id": c.id, "name": c.name, "hotkey": c.hotkey, "colour": c.colour}
                     for c in project.classes],
         "active_model_version_id": project.active_version.id if project.active_version else None,
+        "feature_sources": project.feature_sources,
     }
 
 

@@ -12,9 +12,14 @@ or from Python, in this folder:
         print(result["class"], result["confidence"], result["top3"])
 
 The probabilities are calibrated as hemaloop's own: the network's head logits
-(2048 pooled backbone features times the head's weights) divided by the fitted
-temperature, then softmax.  (The saved model's own output is the uncalibrated
-softmax; ``model_card.json`` says so too.)
+(the head's input, e.g. 2048 pooled backbone features, times the head's
+weights) divided by the fitted temperature, then softmax.  (The saved model's
+own output is the uncalibrated softmax; ``model_card.json`` says so too.)
+
+A model whose card lists a "descriptors" input also reads cell descriptors,
+which must be computed as hemaloop computes them: this script then imports
+``worker.ml.descriptors`` from an installed hemaloop (with its worker extras:
+SciPy, scikit-image) and stops with a clear message where it is missing.
 """
 
 from __future__ import annotations
@@ -39,6 +44,18 @@ def load_image(path, input_size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
+def describer():
+    """hemaloop's descriptor function, or SystemExit saying what is missing."""
+    try:
+        from worker.ml.descriptors import describe_path
+    except ImportError as exc:
+        raise SystemExit(
+            "This model reads cell descriptors, computed by hemaloop's worker.ml.descriptors "
+            f"({exc.name or exc} is not importable here). Install hemaloop with its worker "
+            "extras (pip install 'hemaloop[cpu]') and run this again.") from None
+    return describe_path
+
+
 class CellModel:
     def __init__(self, package_dir=HERE) -> None:
         import keras
@@ -50,7 +67,10 @@ class CellModel:
         self.temperature = float(self.card["temperature"])
         model = keras.models.load_model(package_dir / "model.keras", compile=False)
         layers = self.card["layers"]
-        self.features = keras.Model(model.input, model.get_layer(layers["features"]).output)
+        self.inputs = self.card.get("inputs", ["image"])  # packages from before issue 15
+        self.describe = describer() if "descriptors" in self.inputs else None
+        inputs = model.inputs if len(model.inputs) > 1 else model.inputs[0]
+        self.features = keras.Model(inputs, model.get_layer(layers["features"]).output)
         kernel, bias = model.get_layer(layers["head"]).get_weights()
         self.kernel = np.asarray(kernel, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
@@ -59,8 +79,14 @@ class CellModel:
         """Calibrated class probabilities, one row per image, columns in ``classes`` order."""
         out = []
         for start in range(0, len(paths), batch_size):
-            batch = np.stack([load_image(p, self.input_size)
-                              for p in paths[start:start + batch_size]])
+            chunk = paths[start:start + batch_size]
+            batch = {}
+            if "image" in self.inputs:
+                batch["image"] = np.stack([load_image(p, self.input_size) for p in chunk])
+            if self.describe is not None:
+                batch["descriptors"] = np.stack([self.describe(p) for p in chunk])
+            if len(self.inputs) == 1:
+                batch = batch[self.inputs[0]]
             features = np.asarray(self.features(batch, training=False), dtype=np.float32)
             z = (features @ self.kernel + self.bias).astype(np.float64) / self.temperature
             z -= z.max(axis=1, keepdims=True)

@@ -1,0 +1,104 @@
+"""The prediction spool: uploaded cells waiting to be predicted, shown or added.
+
+One folder per upload (a *batch*) under ``<instance>/predict-spool/<batch>``:
+
+- ``<index><ext>``: each accepted file, as the importer would store it
+  (webapp/ingest/validate.py decided that);
+- ``<index>.cam.png``: its Grad-CAM overlay, written by the predict worker;
+- ``manifest.json``: who uploaded it to which project, each file's original
+  name or the reason it was refused, and the predictions once they are back.
+
+The web process writes the uploads and the manifest, the predict worker reads
+the files and writes the overlays (both see the instance folder, as for
+imports).  Nothing is added to a project from here unless a user asks
+(webapp/predict/routes.py); batches older than ``KEEP_SECONDS`` are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from models.files import atomic_write
+
+SPOOL_DIR = "predict-spool"
+MANIFEST = "manifest.json"
+# Long enough to look at the results and decide to add a cell; short enough
+# that the spool never grows into a second image store.
+KEEP_SECONDS = 24 * 3600
+_BATCH = re.compile(r"^[0-9a-f]{16}$")
+_FILE = re.compile(r"^[0-9]{1,4}\.(jpg|png|tif|bmp|webp)$")
+
+
+class SpoolError(LookupError):
+    """No such batch or file (or a name that could not be one)."""
+
+
+def spool_root(instance_dir: Path) -> Path:
+    return Path(instance_dir) / SPOOL_DIR
+
+
+def new_batch(instance_dir: Path) -> tuple[str, Path]:
+    batch = secrets.token_hex(8)
+    folder = spool_root(instance_dir) / batch
+    folder.mkdir(parents=True)
+    return batch, folder
+
+
+def batch_folder(instance_dir: Path, batch: str) -> Path:
+    """The batch's folder; SpoolError for a name that is not a batch id or is gone."""
+    if not _BATCH.match(batch or ""):
+        raise SpoolError(batch)
+    folder = spool_root(instance_dir) / batch
+    if not (folder / MANIFEST).is_file():
+        raise SpoolError(batch)
+    return folder
+
+
+def spooled_file(instance_dir: Path, batch: str, name: str) -> Path:
+    """A stored upload of the batch by its stored name (never a path from outside)."""
+    if not _FILE.match(name or ""):
+        raise SpoolError(name)
+    path = batch_folder(instance_dir, batch) / name
+    if not path.is_file():
+        raise SpoolError(name)
+    return path
+
+
+def heatmap_name(stored: str) -> str:
+    return Path(stored).stem + ".cam.png"
+
+
+def read_manifest(instance_dir: Path, batch: str) -> dict:
+    folder = batch_folder(instance_dir, batch)
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise SpoolError(batch) from None
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    atomic_write(folder / MANIFEST,
+                 lambda tmp: tmp.write_text(json.dumps(manifest), encoding="utf-8"),
+                 suffix=".json")
+
+
+def expire(instance_dir: Path, keep_seconds: int = KEEP_SECONDS, now: float | None = None) -> int:
+    """Delete batches older than ``keep_seconds``; returns how many went."""
+    root = spool_root(instance_dir)
+    if not root.is_dir():
+        return 0
+    cutoff = (now if now is not None else time.time()) - keep_seconds
+    gone = 0
+    for folder in root.iterdir():
+        try:
+            if _BATCH.match(folder.name) and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                gone += 1
+        except FileNotFoundError:
+            continue  # another process expired it first
+    return gone
