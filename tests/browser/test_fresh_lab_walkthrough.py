@@ -206,4 +206,20 @@ def test_a_fresh_lab_from_bootstrap_to_a_csv_export(live_server, page, browser, 
     assert all(r["final_label"] for r in rows)
     assert not page.js_errors
 
-    # PREDICT STEP: upload a new cell on /predict/<project_id> and see its class
+    # A cell the lab has not imported, predicted by the round's model on the Predict
+    # page through the warm predict worker: its class (one of the project's), the
+    # calibrated confidence and the top three.  The project reads cell descriptors
+    # (the default for new projects), so the page says there is no pixel heatmap.
+    from worker.predict_celery import make_predict_celery
+
+    new_cell = sorted((PBC_DEV / "eosinophil").iterdir())[PER_CLASS]
+    with running_worker(make_predict_celery(settings), queues=["predict"]):
+        page.goto(f"{live_server}/predict/{pid}")
+        page.set_input_files("input[name=files]", [str(new_cell)])
+        page.click("button:has-text('Predict')")
+        page.wait_for_selector(".predict-item", timeout=120_000)
+    assert page.locator(".predict-class strong").text_content() in {c for c, _k in CLASSES}
+    assert page.locator(".predict-top li").count() == 3
+    assert "no heatmap: this model reads cell measurements" in page.inner_text("main")
+    _shot(page, "predicted")
+    assert not page.js_errors

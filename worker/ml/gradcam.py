@@ -30,7 +30,7 @@ from PIL import Image
 from models.pixels import to_rgb
 from worker.ml.network import HEAD_LAYER
 
-NO_PIXELS_NOTE = "this model does not look at pixels"
+NO_PIXELS_NOTE = "no heatmap: this model reads cell measurements (shape and stain), not pixels"
 # Overlays are for the page: the longest side is at most this many pixels.
 OVERLAY_MAX_SIDE = 512
 OVERLAY_ALPHA = 0.45

@@ -285,7 +285,8 @@ class PredictOut(Schema):
         "description": "The upload, kept for a day on the server (the Predict page can add "
                        "its cells to the project)."})
     note = String(required=True, allow_none=True, metadata={
-        "description": "e.g. 'this model does not look at pixels' (no heatmaps)."})
+        "description": "e.g. 'no heatmap: this model reads cell measurements (shape and stain), "
+                       "not pixels'."})
     heatmap_grid = List(Integer(), required=True, allow_none=True, metadata={
         "description": "Rows and columns of the heatmap before it is stretched over the image."})
     items = List(Nested(PredictedCellOut), required=True)
