@@ -36,7 +36,7 @@ def train_tiny_model(folder: Path) -> Path:
     clf, _ = CellClassifier.create(list(range(len(TINY_CLASSES))), TINY_SIZE, "none", seed=0)
     features, ok = clf.features(paths, 32)
     assert ok.all()
-    clf.fit_head(features, np.asarray(labels), epochs=20, batch_size=16, seed=0)
+    clf.fit_head(features, np.asarray(labels), epochs=20, seed=0)
     path = folder / "tiny.keras"
     clf.save(path)
     return path

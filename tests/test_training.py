@@ -365,8 +365,8 @@ def test_admin_cancels_a_running_round(app, client, settings, tmp_path):
     r1, v1 = run(settings, pid)
     assert r1.status == RoundStatus.SUCCEEDED, r1.error
     # Few labels: no validation split, so no temperature either.
-    assert ("Too few labels for a validation split: no early stopping, and suggestions are "
-            "not calibrated (temperature 1).") in r1.warnings
+    assert ("Too few labels for a validation split: suggestions are not calibrated "
+            "(temperature 1).") in r1.warnings
     assert v1.temperature == 1.0 and "validation" not in v1.metrics
 
     make_user(settings, "boss", "admin")

@@ -395,7 +395,7 @@ def train_head(st: RoundState) -> None:
     t = time.perf_counter()
     head = st.clf.fit_head(
         st.feats[st.train_rows], st.y_all, epochs=settings.head_epochs,
-        batch_size=settings.batch_size, seed=SEED, warm=st.parent_id is not None,
+        seed=SEED, warm=st.parent_id is not None,
         progress=lambda ep, total, logs: progress(
             ep / max(total, 1), f"head: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
             force=True),
@@ -403,8 +403,8 @@ def train_head(st: RoundState) -> None:
     )
     st.fit, st.val, st.temperature = head.fit, head.val, head.temperature
     if not len(st.val):
-        st.warnings.append("Too few labels for a validation split: no early stopping, "
-                           "and suggestions are not calibrated (temperature 1).")
+        st.warnings.append("Too few labels for a validation split: suggestions are not "
+                           "calibrated (temperature 1).")
     st.history["head"] = head.history
     st.timings["head_s"] = time.perf_counter() - t
 

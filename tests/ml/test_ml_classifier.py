@@ -88,8 +88,8 @@ def test_features_skip_bad_images_and_report_progress(classifier, images):
 def test_head_predictions_from_features_match_the_full_model(classifier, images):
     paths, labels = images
     features, ok = classifier.features(paths, batch_size=8)
-    result = classifier.fit_head(features[ok], labels[ok], epochs=20, batch_size=4)
-    assert result.epochs_run == 20
+    result = classifier.fit_head(features[ok], labels[ok], epochs=20)
+    assert 1 <= result.epochs_run <= 20
     installed = classifier.model.get_layer("head").get_weights()
     np.testing.assert_array_equal(installed[0], result.weights[0])
 

@@ -266,17 +266,16 @@ def test_train_head_warm_start_begins_from_the_given_head():
     kernel[np.arange(3), np.arange(3)] = 1.0
     good = [kernel, np.zeros(3, dtype=np.float32)]
     assert accuracy(good) == 1.0
-    # With a learning rate too small to move anything, a warm start ends where it began...
-    warm = train_head(x, y, 3, epochs=1, batch_size=8, learning_rate=1e-9, initial=good,
-                      validation=no_validation, seed=5)
-    np.testing.assert_allclose(warm.weights[0], good[0], rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(warm.weights[1], good[1], rtol=1e-3, atol=1e-4)
-    assert accuracy(warm.weights) == accuracy(good)
-    # ...and a cold start at a fresh (zero) initialisation, knowing nothing.
-    cold = train_head(x, y, 3, epochs=1, batch_size=8, learning_rate=1e-9,
-                      validation=no_validation, seed=5)
-    assert not np.allclose(cold.weights[0], good[0], atol=1e-3)
-    np.testing.assert_allclose(cold.weights[0], 0.0, atol=1e-6)
+    # The fit starts from the given head: after one epoch (a few L-BFGS steps) a
+    # warm start is already at a lower loss than a cold one, which starts at zero.
+    warm = train_head(x, y, 3, epochs=1, initial=good, validation=no_validation, seed=5)
+    cold = train_head(x, y, 3, epochs=1, validation=no_validation, seed=5)
+    assert warm.history["loss"][0] < cold.history["loss"][0]
+    assert accuracy(warm.weights) == 1.0
+    # Both end at the same optimum given the epochs: the problem is convex.
+    warm = train_head(x, y, 3, epochs=100, initial=good, validation=no_validation, seed=5)
+    cold = train_head(x, y, 3, epochs=100, validation=no_validation, seed=5)
+    np.testing.assert_allclose(warm.weights[0], cold.weights[0], atol=1e-2)
 
 
 # --- precision ------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def fitted(sources: str, cells) -> tuple[CellClassifier, np.ndarray, np.ndarray]
     parts, ok = clf.parts(paths, batch_size=8)
     clf.set_standardisation(fit_standardisation(sources, {k: v[ok] for k, v in parts.items()}))
     feats = clf.head_input(parts)
-    clf.fit_head(feats[ok], labels[ok], epochs=40, batch_size=8, seed=0)
+    clf.fit_head(feats[ok], labels[ok], epochs=40, seed=0)
     return clf, feats, ok
 
 

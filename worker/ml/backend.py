@@ -31,7 +31,6 @@ from worker.ml.network import (
     BACKBONE_NORM_LAYER,
     DESCRIPTOR_INPUT,
     DESCRIPTOR_NORM_LAYER,
-    DROPOUT_LAYER,
     HEAD_LAYER,
     IMAGE_INPUT,
     backbone_of,
@@ -230,7 +229,6 @@ class CellClassifier:
         labels_idx: np.ndarray,
         *,
         epochs: int,
-        batch_size: int,
         progress: Callable[[int, int, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         seed: int = 0,
@@ -244,8 +242,7 @@ class CellClassifier:
         earlier model) instead of a fresh one.
         """
         initial = self.model.get_layer(HEAD_LAYER).get_weights() if warm else None
-        config = HeadFit(epochs=epochs, batch_size=batch_size,
-                         dropout=float(self.model.get_layer(DROPOUT_LAYER).rate))
+        config = HeadFit(epochs=epochs)
         result = fit_calibrated_head(
             features, labels_idx, len(self.class_ids), config, seed=seed,
             initial=initial, progress=progress, should_stop=should_stop,

@@ -1,4 +1,4 @@
-"""Training the softmax head on cached backbone features."""
+"""Training the softmax head on cached features (backbone, descriptors or both)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from worker.ml.head import HEAD_DROPOUT, HEAD_LEARNING_RATE, VALIDATION_FRACTION
+from scipy.optimize import minimize
+from scipy.special import logsumexp
+
+from worker.ml.head import HEAD_L2, VALIDATION_FRACTION
 from worker.ml.network import HEAD_LAYER
 
 # Validation split rules: below these, a held-out set is too small to say
 # anything and would only take examples away from training.
 MIN_LABELS_FOR_VALIDATION = 20
 MIN_PER_CLASS_FOR_VALIDATION = 2
-EARLY_STOPPING_PATIENCE = 5
-# Early stopping on validation loss needs a validation set big enough for its
-# loss to mean something: on a handful of cells (15% of 100 labels is 15) it
-# is noise, and restoring the "best" epoch often restores a head from the
-# first epoch or two (bench/al_curve.py: test accuracy 0.47 instead of 0.60
-# at 100 labels).  Below this, the head trains for the full epochs.
-MIN_VALIDATION_FOR_EARLY_STOPPING = 50
+# L-BFGS iterations that make one reported "epoch" of the head's fit.
+LBFGS_STEPS_PER_EPOCH = 5
 # Features whose spread is below this fraction of the largest one are treated
 # as constant when standardising (see `standardisation`).
 CONSTANT_FEATURE_STD = 1e-6
@@ -153,25 +151,30 @@ def train_head(
     num_classes: int,
     *,
     epochs: int,
-    batch_size: int,
-    dropout: float = HEAD_DROPOUT,
-    learning_rate: float = HEAD_LEARNING_RATE,
+    l2: float = HEAD_L2,
     seed: int = 0,
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     initial: list[np.ndarray] | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> HeadTrainingResult:
-    """Train the head on cached features; equivalent to training on a frozen backbone.
+    """Fit the head on cached features; equivalent to training on a frozen backbone.
+
+    The head is a softmax regression on standardised features, so its loss
+    (class-balanced cross-entropy plus ``l2 / 2 * |kernel|^2``) is convex: it is
+    fitted to its optimum by full-batch L-BFGS rather than by epochs of Adam.
+    On pbc-dev's descriptors that is 0.946 test accuracy against Adam's 0.910
+    with dropout and early stopping, in a tenth of the time
+    (docs/benchmarks.md, "A convex head").  One "epoch" here is
+    ``LBFGS_STEPS_PER_EPOCH`` L-BFGS iterations: ``epochs`` bounds the work, and
+    ``progress`` hears each one; a fit that converges earlier stops there.
 
     The returned weights apply to raw features (the standardisation used for
     training is folded into them), so they drop straight into the classifier.
-
-    `initial` (a head's [kernel, bias] on raw features, e.g. the active
-    model's) warm-starts training instead of a fresh initialisation.
-    `validation` (features, labels) is used for early stopping as given;
-    without it a stratified share of the labels is held out when there are
-    enough of them.
+    `initial` (a head's [kernel, bias] on raw features, e.g. the active model's)
+    starts the optimiser there instead of at zero.  `validation` (features,
+    labels) is only reported (``val_loss``, ``val_accuracy``); without it a
+    stratified share of the labels is held out when there are enough of them.
 
     Raises TrainingCancelled if `should_stop()` returns True (checked before
     training and after each epoch).
@@ -192,17 +195,6 @@ def train_head(
     if should_stop is not None and should_stop():
         raise TrainingCancelled()
 
-    keras.utils.set_random_seed(seed)
-    model = head_model(features.shape[1], num_classes, dropout)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    reporter = ProgressAndCancel(epochs, progress, should_stop)
-    callbacks: list[keras.callbacks.Callback] = [reporter]
-
-    validation_data = None
     train_x, train_y = features, labels
     val_x = val_y = None
     if validation is not None and len(validation[1]):
@@ -213,47 +205,89 @@ def train_head(
         train_x, train_y = features[train_idx], labels[train_idx]
         val_x, val_y = features[val_idx], labels[val_idx]
 
-    # Train on standardised features, then fold the scaling into the Dense
-    # weights so the head still applies to raw features. Without this the
-    # optimiser barely moves on badly scaled features: a randomly initialised
-    # backbone (no ImageNet weights) gives pooled features around 1e-4 whose
-    # differences between classes are tiny in absolute terms.
+    # Fit on standardised features, then fold the scaling into the Dense
+    # weights so the head still applies to raw features.  Without it the
+    # penalty and the optimiser would see badly scaled features: a randomly
+    # initialised backbone gives pooled features around 1e-4 whose differences
+    # between classes are tiny in absolute terms.
     mean, std = standardisation(train_x)
-    train_x = ((train_x - mean) / std).astype(np.float32)
+    x = ((train_x - mean) / std).astype(np.float64)
+    dim = x.shape[1]
     if initial is not None:
-        model.get_layer(HEAD_LAYER).set_weights(unfold_standardisation(*initial, mean, std))
-    if val_x is not None:
-        validation_data = (((val_x - mean) / std).astype(np.float32), val_y)
-    if val_x is not None and len(val_y) >= MIN_VALIDATION_FOR_EARLY_STOPPING:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=EARLY_STOPPING_PATIENCE,
-                restore_best_weights=True,
-            )
-        )
+        start = np.concatenate([a.astype(np.float64).ravel() for a in
+                                unfold_standardisation(*initial, mean, std)])
+    else:
+        start = np.zeros(dim * num_classes + num_classes)
+    weights = class_weights(train_y, num_classes)
+    sample_weight = np.array([weights[c] for c in train_y.tolist()]) / len(train_y)
+    onehot = np.eye(num_classes)[train_y]
+    val_std = None if val_x is None else ((val_x - mean) / std).astype(np.float64)
 
-    fit = model.fit(
-        train_x,
-        train_y,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=validation_data,
-        class_weight=class_weights(train_y, num_classes),
-        callbacks=callbacks,
-        shuffle=True,
-        verbose=0,
-    )
-    if reporter.cancelled:
+    def split(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return w[: dim * num_classes].reshape(dim, num_classes), w[dim * num_classes:]
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        kernel, bias = split(w)
+        logits = x @ kernel + bias
+        log_z = logsumexp(logits, axis=1)
+        nll = float(sample_weight @ (log_z - (logits * onehot).sum(1)))
+        grad_logits = (np.exp(logits - log_z[:, None]) - onehot) * sample_weight[:, None]
+        # The penalty is scaled by 1/n like the loss: the same strength per label.
+        penalty = l2 / len(train_y)
+        loss = nll + 0.5 * penalty * float((kernel ** 2).sum())
+        grad = np.concatenate([(x.T @ grad_logits + penalty * kernel).ravel(),
+                               grad_logits.sum(0)])
+        return loss, grad
+
+    def logs_of(w: np.ndarray) -> dict[str, float]:
+        kernel, bias = split(w)
+        logs = _loss_and_accuracy(x @ kernel + bias, train_y, sample_weight * len(train_y))
+        if val_std is not None:
+            val_logs = _loss_and_accuracy(val_std @ kernel + bias, val_y, None)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        return logs
+
+    history: dict[str, list[float]] = {}
+    state = {"iterations": 0, "epoch": 0, "cancelled": False}
+
+    def end_of_epoch(w: np.ndarray) -> None:
+        state["epoch"] += 1
+        for key, value in logs_of(w).items():
+            history.setdefault(key, []).append(value)
+        if progress is not None:
+            progress(state["epoch"], epochs, {k: v[-1] for k, v in history.items()})
+        if should_stop is not None and should_stop():
+            state["cancelled"] = True
+            raise StopIteration  # scipy ends the fit at this iterate
+
+    def after_step(w: np.ndarray) -> None:
+        state["iterations"] += 1
+        if state["iterations"] % LBFGS_STEPS_PER_EPOCH == 0:
+            end_of_epoch(w)
+
+    fit = minimize(objective, start, jac=True, method="L-BFGS-B", callback=after_step,
+                   options={"maxiter": epochs * LBFGS_STEPS_PER_EPOCH})
+    if state["cancelled"]:
         raise TrainingCancelled()
-
-    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
-    kernel, bias = model.get_layer(HEAD_LAYER).get_weights()
+    if state["iterations"] % LBFGS_STEPS_PER_EPOCH or state["epoch"] == 0:
+        end_of_epoch(fit.x)  # converged part-way through an epoch: report where it ended
+        if state["cancelled"]:
+            raise TrainingCancelled()
+    kernel, bias = split(fit.x)
     return HeadTrainingResult(
-        weights=fold_standardisation(kernel, bias, mean, std),
+        weights=fold_standardisation(kernel.astype(np.float32), bias.astype(np.float32),
+                                     mean, std),
         history=history,
-        epochs_run=len(history.get("loss", [])),
+        epochs_run=state["epoch"],
     )
+
+
+def _loss_and_accuracy(logits: np.ndarray, labels: np.ndarray,
+                       sample_weight: np.ndarray | None) -> dict[str, float]:
+    """Mean cross-entropy (weighted as in training when weights are given) and accuracy."""
+    nll = logsumexp(logits, axis=1) - logits[np.arange(len(labels)), labels]
+    loss = float(np.average(nll, weights=sample_weight))
+    return {"loss": loss, "accuracy": float((logits.argmax(1) == labels).mean())}
 
 
 def install_head(model: keras.Model, head_weights: list[np.ndarray]) -> None:

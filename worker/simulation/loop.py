@@ -55,7 +55,7 @@ def train_round_head(x: np.ndarray, y: np.ndarray, num_classes: int, config: Hea
     import keras
 
     fitted = fit_calibrated_head(x, y, num_classes,
-                                 HeadFit(epochs=config.epochs, batch_size=config.batch_size),
+                                 HeadFit(epochs=config.epochs),
                                  seed=seed)
     # The simulator builds hundreds of small models in one process.
     keras.backend.clear_session()
