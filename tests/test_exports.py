@@ -36,7 +36,7 @@ from webapp.exports import (
     package_version,
     parse_filters,
 )
-from webapp.exports.labels import CSV_COLUMNS
+from webapp.exports.labels import CSV_COLUMNS, MEASUREMENT_COLUMNS
 
 
 def _bytes(chunks) -> bytes:
@@ -146,6 +146,40 @@ def test_label_export_content_and_filters(app, settings, tmp_path):
         assert (line["state"], line["final_label"] or "", line["label_source"] or "") == (
             row["state"], row["final_label"], row["label_source"])
         assert "; ".join(f"{v['reader']}={v['choice']}" for v in line["votes"]) == row["votes"]
+
+
+def test_label_exports_carry_the_cells_measurements(app, settings, tmp_path):
+    """The curator's measurements go out with the labels: areas in px and, with the
+    project's pixel size, µm²; a cell that could not be measured, or was never
+    measured, has empty measurement columns (CSV) and null (JSON Lines)."""
+    from models import CellMeasurement
+
+    pid, c, _ = _reading_project(app, settings, tmp_path)
+    with session_scope(settings.database_url) as s:
+        s.get(Project, pid).microns_per_pixel = 0.5
+        s.add(CellMeasurement(image_id=c["agreed"], project_id=pid, descriptor_version=1,
+                              nucleus_found=True, cytoplasm_found=True, nucleus_area_px=400.0,
+                              cell_area_px=1000.0, nucleus_lobes=3, nucleus_to_cell=0.4,
+                              nucleus_circularity=0.7, nucleus_solidity=0.9,
+                              chromatin_density=0.55, chromatin_contrast=12.5))
+        s.add(CellMeasurement(image_id=c["disputed"], project_id=pid, descriptor_version=1,
+                              error="cannot read the image (truncated file)"))
+    with session_scope(settings.database_url) as s:
+        project = s.get(Project, pid)
+        table = list(csv.DictReader(io.StringIO(_bytes(labels_csv(s, project)).decode())))
+        lines = [json.loads(line) for line in _bytes(labels_jsonl(s, project)).decode().splitlines()]
+    by_id = {int(r["cell_id"]): r for r in table}
+    agreed = by_id[c["agreed"]]
+    assert (agreed["nucleus_area_px"], agreed["nucleus_area_um2"], agreed["cell_area_um2"],
+            agreed["nucleus_lobes"], agreed["nucleus_to_cell"]) == ("400.0", "100.0", "250.0", "3",
+                                                                   "0.4")
+    for cell in ("disputed", "unread"):
+        assert all(by_id[c[cell]][k] == "" for k in MEASUREMENT_COLUMNS)
+    json_by_id = {line["cell_id"]: line for line in lines}
+    assert json_by_id[c["agreed"]]["measurements"]["chromatin_contrast"] == 12.5
+    assert json_by_id[c["agreed"]]["measurements"]["nucleus_area_um2"] == 100.0
+    assert json_by_id[c["disputed"]]["measurements"] is None
+    assert json_by_id[c["unread"]]["measurements"] is None
 
 
 def test_label_export_reads_in_chunks(app, settings, tmp_path):
@@ -481,8 +515,9 @@ def test_model_package_predicts_like_the_server(tmp_path, sqlite_url, sources):
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     # With both inputs the random-init backbone's pooled features (spread ~1e-5) are
     # standardised, which magnifies float32 rounding between the package's forward
-    # pass and the server's cached features to a few 1e-4.
-    tolerance = 1e-4 if sources == "backbone" else 1e-3
+    # pass and the server's cached features to a few 1e-4, and a head fitted to its
+    # optimum (larger weights than an early-stopped one) to about 1.5e-3.
+    tolerance = {"backbone": 1e-4, "descriptors": 1e-3}.get(sources, 5e-3)
     if sources == "backbone":
         assert answer["leaked"] == []
     else:

@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import Flag, Image, ModelVersion, Prediction, Project, User
+from models import CellMeasurement, Flag, Image, ModelVersion, Prediction, Project, User
 from models.images import Split
 from models.labels import EXCLUDED, FINAL, CellState, cell_states, training_label
 
@@ -50,6 +50,9 @@ class LabelRow:
     model_version: int | None = None
     predicted_label: str | None = None
     confidence: float | None = None  # calibrated (softmax with the version's temperature)
+    # The cell's measurements (cell_measurements, issue 15), areas in pixels and,
+    # where the project knows its pixel size, in µm²; empty when not measured.
+    measurements: dict[str, float | int | None] = field(default_factory=dict)
     storage_path: str = ""  # for the folder export; not written to CSV/JSON
 
 
@@ -57,6 +60,34 @@ CSV_COLUMNS = ["cell_id", "file_name", "sha256", "split", "state", "final_label"
                "label_source", "agreeing_readers", "readers_needed", "reference_label", "votes",
                "curator", "curator_note", "curated_at", "labeled_at", "model_version",
                "predicted_label", "confidence"]
+# What a haematologist measures on the cell (webapp/curate/measurements.py's
+# panel, from the same rows), after the label columns.
+MEASUREMENT_COLUMNS = ["nucleus_area_px", "nucleus_area_um2", "cell_area_px", "cell_area_um2",
+                       "nucleus_lobes", "nucleus_to_cell", "nucleus_circularity",
+                       "nucleus_solidity", "chromatin_density", "chromatin_contrast"]
+CSV_COLUMNS += MEASUREMENT_COLUMNS
+
+
+def _measurements(row: tuple | None, mpp: float | None) -> dict[str, float | int | None]:
+    """A cell_measurements row (the columns below, in order) as export values."""
+    if row is None:
+        return {}
+    nucleus, cell, lobes, ratio, circularity, solidity, density, contrast = row
+
+    def area(px: float | None) -> float | None:
+        return None if px is None or not mpp else round(px * mpp * mpp, 3)
+
+    return {"nucleus_area_px": nucleus, "nucleus_area_um2": area(nucleus),
+            "cell_area_px": cell, "cell_area_um2": area(cell), "nucleus_lobes": lobes,
+            "nucleus_to_cell": ratio, "nucleus_circularity": circularity,
+            "nucleus_solidity": solidity, "chromatin_density": density,
+            "chromatin_contrast": contrast}
+
+
+_MEASURED = (CellMeasurement.nucleus_area_px, CellMeasurement.cell_area_px,
+             CellMeasurement.nucleus_lobes, CellMeasurement.nucleus_to_cell,
+             CellMeasurement.nucleus_circularity, CellMeasurement.nucleus_solidity,
+             CellMeasurement.chromatin_density, CellMeasurement.chromatin_contrast)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -158,9 +189,15 @@ def iter_label_rows(session: Session, project: Project, filters: Filters = ALL,
                 select(Prediction.image_id, Prediction.predicted_class_id, Prediction.confidence)
                 .where(Prediction.model_version_id == version_id,
                        Prediction.image_id.in_(ids)))}
+        # A cell that could not be measured (its error is kept for the admin) exports
+        # as not measured.
+        measured = {r[0]: tuple(r[1:]) for r in session.execute(
+            select(CellMeasurement.image_id, *_MEASURED).where(
+                CellMeasurement.image_id.in_(ids), CellMeasurement.error.is_(None)))}
         for image_id in ids:
             row = _row(project, states[image_id], images[image_id], names, users,
                        predictions.get(image_id), version_id)
+            row.measurements = _measurements(measured.get(image_id), project.microns_per_pixel)
             if _keep(row, filters, names):
                 yield row
         if progress is not None:
@@ -180,7 +217,8 @@ def csv_values(row: LabelRow) -> list:
             row.readers_needed, row.reference_label or "", votes, row.curator or "",
             row.curator_note or "", _iso(row.curated_at) or "", _iso(row.labeled_at) or "",
             "" if row.model_version is None else row.model_version, row.predicted_label or "",
-            "" if row.confidence is None else f"{row.confidence:.6f}"]
+            "" if row.confidence is None else f"{row.confidence:.6f}",
+            *("" if (v := row.measurements.get(k)) is None else v for k in MEASUREMENT_COLUMNS)]
 
 
 def as_json(row: LabelRow) -> dict:
@@ -191,7 +229,8 @@ def as_json(row: LabelRow) -> dict:
             "votes": row.votes, "curator": row.curator, "curator_note": row.curator_note,
             "curated_at": _iso(row.curated_at), "labeled_at": _iso(row.labeled_at),
             "model_version": row.model_version, "predicted_label": row.predicted_label,
-            "confidence": row.confidence}
+            "confidence": row.confidence,
+            "measurements": row.measurements or None}
 
 
 def labels_csv(session: Session, project: Project, filters: Filters = ALL,
