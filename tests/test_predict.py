@@ -165,6 +165,23 @@ def test_a_chosen_version_and_the_admin_adds_a_cell(app, settings, demo_project,
     assert _images(settings, demo_project) == before + 1  # a double submit adds nothing
     bad = admin.post(f"/predict/{demo_project}/add", data={"batch": batch, "index": "7"})
     assert bad.status_code == 400
+    assert admin.post(f"/predict/{demo_project}/add",
+                      data={"batch": batch, "index": "²"}).status_code == 400
+
+    # Names the file system or the import would trip on: long in bytes (364 bytes in
+    # 124 characters), hidden. Both are added under a safe name.
+    odd = [("細胞" * 60 + ".jpg", _cell("eosinophil", 20).read_bytes()),
+           (".jpg", _cell("neutrophil", 20).read_bytes())]
+    with _worker(settings):
+        response = admin.post(f"/predict/{demo_project}", data=_upload(*odd),
+                              content_type="multipart/form-data")
+        assert response.status_code == 200, response.text
+    batch = re.search(r'"batch": "([0-9a-f]{16})"', response.text).group(1)
+    for index in ("0", "1"):
+        added = admin.post(f"/predict/{demo_project}/add", data={"batch": batch, "index": index})
+        assert added.status_code == 200 and "Added to demo as cell" in added.text, added.text
+        assert "as cell None" not in added.text
+    assert _images(settings, demo_project) == before + 3
 
 
 def test_roles_members_and_blind_reading(app, settings, demo_project, tiny_model, tmp_path):
@@ -229,9 +246,10 @@ def test_bad_requests_are_clear(app, settings, demo_project, tiny_model):
     many = admin.post(f"/predict/{demo_project}", data=_upload(*[_good()] * 51),
                       content_type="multipart/form-data")
     assert many.status_code == 400 and "At most 50" in many.text
-    wrong = admin.post(f"/predict/{demo_project}", data={"version": "abc", **_upload(_good())},
-                       content_type="multipart/form-data")
-    assert wrong.status_code == 400
+    for version in ("abc", "²"):  # "²".isdigit() is true, int("²") is not
+        wrong = admin.post(f"/predict/{demo_project}", data={"version": version, **_upload(_good())},
+                           content_type="multipart/form-data")
+        assert wrong.status_code == 400
     missing = admin.post(f"/predict/{demo_project}", data={"version": "987654", **_upload(_good())},
                          content_type="multipart/form-data")
     assert missing.status_code == 404

@@ -50,7 +50,7 @@ def explain_files(clf, paths: list[Path], temperature: float, class_names: dict[
     is given.  Files that do not decode get their reason instead.
     """
     from worker.ml import calibration
-    from worker.ml.gradcam import NO_PIXELS_NOTE, grad_cam, grid_of, overlay_png
+    from worker.ml.gradcam import NO_PIXELS_NOTE, grad_cam, grid_of, image_input_index, overlay_png
 
     failures: list[tuple[int, str]] = []
     inputs, ok = clf.model_inputs(paths, failures)
@@ -61,12 +61,9 @@ def explain_files(clf, paths: list[Path], temperature: float, class_names: dict[
     if len(clf.model.inputs) == 1:
         inputs = {clf.model.inputs[0].name: next(iter(inputs.values()))}
     probs, cams = grad_cam(clf.model, inputs)
-    note = None
-    if cams is None:
-        # A model that does not look at pixels: its prediction, without a map.
-        probs, ok = clf.predict(paths, max(1, len(paths)), failures=failures)
-        probs = probs[ok]
-        note = NO_PIXELS_NOTE
+    # No maps: either no file decoded (each says why below) or the model does
+    # not look at pixels (its probabilities came from the same pass).
+    note = NO_PIXELS_NOTE if image_input_index(clf.model) is None else None
     # softmax(log p / T) = softmax(logits / T): the shift log p - logits is the
     # same for every class, so the model's output calibrates as its logits do.
     calibrated = calibration.softmax(np.log(np.maximum(probs, 1e-38)), temperature)

@@ -141,6 +141,13 @@ def run_pretraining_row(settings: Settings, run_id: int, *, check_interval: floa
                 error=f"Unexpected error in the worker ({type(exc).__name__})",
                 finished_at=utcnow())
         return PretrainingStatus.FAILED
+    except BaseException:
+        # Ctrl-C in `hemaloop pretrain`, a worker's warm shutdown: not left 'running'
+        # (a redelivered task would find it not queued and do nothing).
+        _update(settings, run_id, status=PretrainingStatus.FAILED, phase="interrupted",
+                eta_seconds=None, error="Interrupted before it finished; start it again.",
+                finished_at=utcnow())
+        raise
     stats = {"cells": result.cells, "unreadable": result.unreadable, "steps": result.steps,
              "epochs_done": round(result.epochs_done, 3), "seconds": round(result.seconds, 1),
              "projection_spread": [round(v, 5) for v in result.collapse_std]}

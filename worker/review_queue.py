@@ -150,6 +150,7 @@ def build_review_queue(settings: Settings, project_id: int, *, trigger: str,
     :class:`worker.ml.selection.SelectionError`; the current queue stays.
     """
     from worker.ml.selection import SelectionError, check_request
+    from worker.ml.weights import WeightsError
 
     with session_scope(settings.database_url) as s:
         project = s.get(Project, project_id)
@@ -196,6 +197,9 @@ def build_review_queue(settings: Settings, project_id: int, *, trigger: str,
         _make_current(settings, project_id, queue_id, len(items))
     except SelectionError as exc:
         _fail(settings, queue_id, str(exc))  # written for users (worker/ml/selection/errors.py)
+        raise
+    except WeightsError as exc:
+        _fail(settings, queue_id, str(exc))  # e.g. the chosen backbone's file is gone
         raise
     except Exception as exc:
         log.exception("building review queue %s failed", queue_id)

@@ -119,6 +119,13 @@ def test_rejects_bad_labels():
         train_head(features[:0], labels[:0], 3, epochs=1)
 
 
+def test_non_finite_features_are_refused_not_fitted_into_a_nan_head():
+    features, labels = separable_features(4, dim=8)
+    features[3, 2] = np.nan
+    with pytest.raises(ValueError, match="1 feature rows hold NaN"):
+        train_head(features, labels, 3, epochs=2)
+
+
 def test_folded_weights_apply_to_raw_features():
     rng = np.random.default_rng(3)
     raw = rng.normal(5e-4, 3e-5, (50, 16)).astype(np.float32)

@@ -98,6 +98,7 @@ def start_pretraining(project_id: int):
     if not form.validate_on_submit():
         return _page(project, form, status=400)
     db = get_db()
+    _fail_lost()  # a run whose worker died must not block a new one
     busy = db.scalar(select(PretrainingRun.id).where(
         PretrainingRun.project_id == project.id,
         PretrainingRun.status.in_([PretrainingStatus.QUEUED, PretrainingStatus.RUNNING])))

@@ -47,7 +47,9 @@ def export_response(project: Project, format_name: str, args) -> Response:
         filters = parse_filters(project, args.getlist("state"), args.get("class") or None,
                                 args.get("since") or None)
         version = args.get("version") or None
-        if version is not None and not version.isdigit():
+        # ASCII digits only ("²".isdigit() is true), and an id a column can hold.
+        if version is not None and not (version.isascii() and version.isdigit()
+                                        and int(version) < 2 ** 31):
             raise ExportError(f"'{version}' is not a model version number.")
         export = export_stream(session, project, format_name, settings.storage_dir,
                                filters=filters, version_id=int(version) if version else None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template, request, send_file
 from flask_login import current_user
+from werkzeug.utils import secure_filename
 from sqlalchemy import select
 
 from models import Image, Project, Role
@@ -59,7 +60,7 @@ def _version_arg(raw: str | None) -> int | None:
     raw = (raw or "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 10:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:  # "²".isdigit() too
         abort(400, description=f"'{raw[:20]}' is not a model version number.")
     return int(raw)
 
@@ -129,14 +130,19 @@ def add(project_id: int):
     manifest = _own_batch(project, batch)
     raw = request.form.get("index", "")
     entries = manifest["entries"]
-    if not raw.isdigit() or int(raw) >= len(entries) or not entries[int(raw)].get("stored"):
+    if (not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or int(raw) >= len(entries)
+            or not entries[int(raw)].get("stored")):
         abort(400, description="Choose an uploaded image that was accepted.")
     entry = entries[int(raw)]
     settings = _settings()
     source = spooled_file(settings.instance_dir, batch, entry["stored"])
     with tempfile.TemporaryDirectory(dir=source.parent, prefix=".add-") as tmp:
-        # The file under its uploaded name, so the cell keeps it.
-        name = Path(display_name(entry["name"])).stem + source.suffix
+        # The file under its uploaded name, so the cell keeps it, made safe for the
+        # file system: no NUL or separators, not hidden (an import skips hidden
+        # files), and short in bytes, not only in characters.
+        stem = secure_filename(Path(display_name(entry["name"])).stem).lstrip(".")
+        stem = stem.encode()[:100].decode(errors="ignore") or f"upload-{int(raw) + 1}"
+        name = stem + source.suffix
         shutil.copy(source, Path(tmp) / name)
         try:
             report = import_path(db, settings.storage_dir, project, Path(tmp),
@@ -148,6 +154,8 @@ def add(project_id: int):
     sha = sha256_of(source.read_bytes())
     image_id = db.scalar(select(Image.id).where(Image.project_id == project.id,
                                                 Image.sha256 == sha))
+    if image_id is None:  # nothing imported and nothing matched: say so, never "cell None"
+        abort(400, description=f"{entry['name']} was not added: the import did not take it.")
     entry["added_image_id"] = image_id
     write_manifest(source.parent, manifest)
     return render_template("predict/_added.html", entry=entry, image_id=image_id,

@@ -47,6 +47,9 @@ class Standardisation:
     std: dict[str, np.ndarray]
 
 
+KERAS_NORMALIZATION_EPSILON = 1e-7  # keras.backend.epsilon(), Normalization's floor
+
+
 def fit_standardisation(sources: str, parts: dict[str, np.ndarray]) -> Standardisation:
     """Per-column mean and std of each standardised part (constant columns get std 1).
 
@@ -58,6 +61,10 @@ def fit_standardisation(sources: str, parts: dict[str, np.ndarray]) -> Standardi
     mean, std = {}, {}
     for name in standardised_parts(sources):
         m, s = standardisation(np.asarray(parts[name], dtype=np.float32))
+        # Keras' Normalization layer (the saved model's copy of these numbers)
+        # divides by max(std, 1e-7); a column below that is treated as constant
+        # here too, so cached-feature scoring and the model agree.
+        s = np.where(s < KERAS_NORMALIZATION_EPSILON, 1.0, s)
         mean[name], std[name] = m.astype(np.float32), s.astype(np.float32)
     return Standardisation(mean, std)
 

@@ -192,6 +192,11 @@ def train_head(
         raise ValueError(f"labels must lie in [0, {num_classes})")
     if epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
+    if not np.isfinite(features).all():
+        # One NaN would make every weight NaN and every prediction with it.
+        bad = int((~np.isfinite(features).all(axis=1)).sum())
+        raise ValueError(f"{bad} feature rows hold NaN or infinite values; "
+                         "the head cannot be fitted on them")
     if should_stop is not None and should_stop():
         raise TrainingCancelled()
 
@@ -273,6 +278,8 @@ def train_head(
         end_of_epoch(fit.x)  # converged part-way through an epoch: report where it ended
         if state["cancelled"]:
             raise TrainingCancelled()
+    if not np.isfinite(fit.x).all():
+        raise ValueError("the head's fit diverged (non-finite weights)")
     kernel, bias = split(fit.x)
     return HeadTrainingResult(
         weights=fold_standardisation(kernel.astype(np.float32), bias.astype(np.float32),
