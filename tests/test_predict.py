@@ -21,6 +21,7 @@ from tests.api_helpers import bearer, make_token
 from tests.helpers import (DEMO_DIR, REDIS_URL, LoggedIn, base_env, make_user, running_worker,
                            small_demo_copy)
 from tests.model_helpers import TINY_CLASSES, install_model
+from worker.predict_spool import spool_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -307,11 +308,31 @@ def test_no_predict_worker_is_a_clear_503(tmp_path, sqlite_url, tiny_model):
         page = admin.post(f"/predict/{project_id}", data=_upload(_good()),
                           content_type="multipart/form-data")
     assert page.status_code == 503 and "No predict worker answered within 2 s" in page.text
+    # Nothing to show or add from a batch nobody predicted: it is not kept.
+    assert spool_bytes(settings.instance_dir) == 0
     token = make_token(settings, make_user(settings, "prog", "admin"), ["read"])
     api = app.test_client().post(f"/api/v1/projects/{project_id}/predict", headers=bearer(token),
                                  data=_upload(_good()), content_type="multipart/form-data")
     assert api.status_code == 503 and api.is_json
     assert "No predict worker answered" in api.get_json()["message"]
+
+
+def test_a_full_spool_refuses_with_503_until_batches_expire(app, settings, demo_project,
+                                                             tiny_model, monkeypatch):
+    from worker import predict_spool
+
+    install_model(settings, demo_project, tiny_model)
+    make_user(settings, "boss", "admin")
+    admin = LoggedIn(app.test_client(), "boss")
+    batch, folder = predict_spool.new_batch(settings.instance_dir)
+    (folder / "0.png").write_bytes(b"x" * 1000)  # a day's uploads, in small
+    monkeypatch.setattr(predict_spool, "SPOOL_LIMIT_BYTES", 1000)
+    full = admin.post(f"/predict/{demo_project}", data=_upload(_good()),
+                      content_type="multipart/form-data")
+    assert full.status_code == 503 and "store of uploads to predict is full" in full.text
+    assert predict_spool.spool_bytes(settings.instance_dir) == 1000  # nothing spooled
+    predict_spool.expire(settings.instance_dir, keep_seconds=-1)
+    assert predict_spool.spool_bytes(settings.instance_dir) == 0
 
 
 def test_api_tokens_and_scopes(app, settings, demo_project, tiny_model):

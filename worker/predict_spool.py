@@ -30,6 +30,9 @@ MANIFEST = "manifest.json"
 # Long enough to look at the results and decide to add a cell; short enough
 # that the spool never grows into a second image store.
 KEEP_SECONDS = 24 * 3600
+# What the spool may hold in all (a day of uploads): past it a prediction is
+# refused until batches expire, so no member can fill the instance's disk.
+SPOOL_LIMIT_BYTES = 2 * 1024 ** 3
 _BATCH = re.compile(r"^[0-9a-f]{16}$")
 _FILE = re.compile(r"^[0-9]{1,4}\.(jpg|png|tif|bmp|webp)$")
 
@@ -85,6 +88,25 @@ def write_manifest(folder: Path, manifest: dict) -> None:
     atomic_write(folder / MANIFEST,
                  lambda tmp: tmp.write_text(json.dumps(manifest), encoding="utf-8"),
                  suffix=".json")
+
+
+def spool_bytes(instance_dir: Path) -> int:
+    """Bytes the spool's batches hold now."""
+    root = spool_root(instance_dir)
+    total = 0
+    if not root.is_dir():
+        return 0
+    for folder in root.iterdir():
+        try:
+            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # expired by another process, or not a batch
+    return total
+
+
+def discard(folder: Path) -> None:
+    """Delete one batch now (its prediction failed: nothing to show or add)."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def expire(instance_dir: Path, keep_seconds: int = KEEP_SECONDS, now: float | None = None) -> int:

@@ -57,8 +57,8 @@ def predict(version_id: int, batch: str, files: list[str]) -> dict:
     except CeleryTimeout:
         raise PredictUnavailable(
             f"No predict worker answered within {timeout} s. Start one "
-            "('hemaloop worker --queues predict', or 'hemaloop run' starts it) and try again; "
-            "your upload is kept for a day.") from None
+            "('hemaloop worker --queues predict', or 'hemaloop run' starts it) and send the "
+            "images again.") from None
     except Exception:  # noqa: BLE001 - the worker's own failure: logged there and here
         current_app.logger.exception("prediction %s failed on the worker", result.id)
         raise PredictFailed("The prediction failed on the worker; the worker's log says "

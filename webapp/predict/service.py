@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from models import ModelVersion, Project, Role, User
-from worker.predict_spool import expire, write_manifest
+from worker import predict_spool
+from worker.predict_spool import discard, expire, spool_bytes, write_manifest
 
 from . import client
 from .uploads import Spooled, spool_uploads
@@ -57,11 +58,19 @@ def run(settings, session: Session, project: Project, user: User, files: list[Fi
     check_may_predict(project, user)
     version = choose_version(session, project, version_id)
     expire(settings.instance_dir)
+    if spool_bytes(settings.instance_dir) >= predict_spool.SPOOL_LIMIT_BYTES:
+        raise PredictRefused(503, "The server's store of uploads to predict is full (uploads "
+                                  "are kept for a day). Try again later; to predict many "
+                                  "cells, import them into a project.")
     spooled = spool_uploads(settings, files, project_id=project.id, user_id=user.id,
                             version_id=version.id)
     answer = None
     if spooled.stored:
-        answer = client.predict(version.id, spooled.batch, spooled.stored)
+        try:
+            answer = client.predict(version.id, spooled.batch, spooled.stored)
+        except (client.PredictUnavailable, client.PredictFailed):
+            discard(spooled.folder)  # nothing to show or add from it
+            raise
         by_file = {item["file"]: item for item in answer["items"]}
         for entry in spooled.entries:
             item = by_file.get(entry["stored"]) if entry["stored"] else None
