@@ -371,7 +371,8 @@ def test_admin_cancels_a_running_round(app, client, settings, tmp_path):
 
     make_user(settings, "boss", "admin")
     admin = LoggedIn(client, "boss")
-    # Long enough that the round is still training when the cancel arrives.
+    # The cancel arrives while the round runs: its network, features, head and model
+    # save take seconds (the head's epochs are only a bound on its convex fit).
     slow = load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url,
                                   HEMALOOP_HEAD_EPOCHS="1000"))
     round_id = new_round(settings, pid)
