@@ -20,10 +20,18 @@ from sqlalchemy import JSON, Enum, ForeignKey, String, Text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
-from .job_status import JobStatus
 
 
-PretrainingStatus = JobStatus  # queued, running, succeeded, failed, cancelled
+class PretrainingStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in {PretrainingStatus.QUEUED, PretrainingStatus.RUNNING}
 
 
 class PretrainingRun(Base):
