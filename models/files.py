@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,10 +22,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, suffix: str = "",
       two processes racing end up with the same one; returns False when it lost.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
+    # Named before it is created (not mkstemp): an interruption (Ctrl-C, SIGTERM)
+    # landing right after the file appears is still inside the ``try`` whose
+    # ``finally`` removes it.  Created exclusively, owner-only, like mkstemp's.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         write(tmp)
         if fsync:
             with open(tmp, "rb+") as fh:

@@ -618,6 +618,36 @@ def test_stopped_import_leaves_no_orphan_files(settings, tmp_path, monkeypatch, 
     assert _stored_files(settings) == set(_rows(settings, pid).values())
 
 
+def test_interrupt_right_after_a_file_is_written_leaves_no_orphan(settings, tmp_path,
+                                                                   monkeypatch):
+    """A Ctrl-C or SIGTERM can land after the file is in place but before the write
+    returns (CI caught the SIGTERM test leaving one file this way): the file must
+    already be in the batch that roll_back removes."""
+    from webapp.ingest import importer
+
+    src = tmp_path / "cells"
+    src.mkdir()
+    for i in range(4):
+        (src / f"c{i}.jpg").write_bytes(corpus.cell(60 + i))
+    real_write = importer.write_atomic
+    calls = [0]
+
+    def write_then_interrupted(root, relative, data):
+        real_write(root, relative, data)
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer, "write_atomic", write_then_interrupted)
+    pid = _new_project(settings)
+    with session_scope(settings.database_url) as s, pytest.raises(KeyboardInterrupt):
+        import_path(s, settings.storage_dir, s.get(Project, pid), src,
+                    max_pixels=settings.max_image_pixels)
+    assert calls[0] == 2
+    assert _rows(settings, pid) == {}
+    assert _stored_files(settings) == set()
+
+
 def test_rollback_keeps_a_file_another_project_committed(settings, tmp_path):
     """Storage is shared across projects by content: a rollback removes only its own files.
 

@@ -34,7 +34,7 @@ from .sources import (
     iter_source,
     read_capped,
 )
-from .store import relative_path, sha256_of, write_atomic
+from .store import is_stored, relative_path, sha256_of, write_atomic
 from .validate import RejectedImage, decode
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,12 @@ class _Run:
             return str(exc)
         del data  # the stored form may be a converted copy: keep one in memory
         rel = relative_path(sha, decoded.extension)
-        if write_atomic(self.storage_dir, rel, decoded.data):
+        if not is_stored(self.storage_dir, rel):
+            # Listed before it is written: a Ctrl-C or SIGTERM landing anywhere in
+            # the write (even after the file is in place, before the call returns)
+            # still finds it in the batch, and roll_back removes it.
             self.batch_files.append(rel)
+            write_atomic(self.storage_dir, rel, decoded.data)
         image = Image(
             project_id=self.project.id, sha256=sha, storage_path=rel, width=decoded.width,
             height=decoded.height, original_name=item.name[:500], source=self.source[:200],
@@ -216,5 +220,11 @@ class _Run:
         except Exception:  # noqa: BLE001 -- database down: no committed row can name them
             referenced = set()
         for rel in self.batch_files:
-            if rel not in referenced:
-                (self.storage_dir / rel).unlink(missing_ok=True)
+            if rel in referenced:
+                continue
+            try:
+                (self.storage_dir / rel).unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # listed, then the write failed or never began: nothing to remove
+            except OSError:
+                log.warning("could not remove %s while stopping an import", rel, exc_info=True)

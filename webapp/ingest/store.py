@@ -16,14 +16,11 @@ def relative_path(sha256: str, extension: str) -> str:
     return f"images/{sha256[:2]}/{sha256}{extension}"
 
 
-def write_atomic(root: Path, relative: str, data: bytes) -> bool:
-    """Write into the store so a reader never sees a half-written file.
+def is_stored(root: Path, relative: str) -> bool:
+    """Whether the store holds this content already (same content, same name)."""
+    return (root / relative).exists()
 
-    Returns whether this call created the file (False: it was already stored,
-    by another project's import of the same content).
-    """
-    target = root / relative
-    if target.exists():  # same content, same name: already stored
-        return False
-    atomic_write(target, lambda tmp: tmp.write_bytes(data), fsync=True)
-    return True
+
+def write_atomic(root: Path, relative: str, data: bytes) -> None:
+    """Write into the store so a reader never sees a half-written file."""
+    atomic_write(root / relative, lambda tmp: tmp.write_bytes(data), fsync=True)
