@@ -16,7 +16,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, String, Text, update
+from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
@@ -34,8 +34,18 @@ class PretrainingStatus(enum.StrEnum):
         return self not in {PretrainingStatus.QUEUED, PretrainingStatus.RUNNING}
 
 
+ACTIVE = "status IN ('queued', 'running')"
+
+
 class PretrainingRun(Base):
     __tablename__ = "pretraining_runs"
+    __table_args__ = (
+        # One run at a time per project, enforced by the database: two admins
+        # pressing Start together (or the CLI beside the page) cannot both
+        # queue hours of GPU work.  The check in the page only words the refusal.
+        Index("uq_pretraining_runs_one_active", "project_id", unique=True,
+              sqlite_where=text(ACTIVE), postgresql_where=text(ACTIVE)),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
@@ -87,6 +97,13 @@ class ProjectBackbone(Base):
         ForeignKey("pretraining_runs.id", ondelete="SET NULL"))
     chosen_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     chosen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def active_run_id(session: Session, project_id: int) -> int | None:
+    """The project's queued or running run, if any (at most one: the index)."""
+    return session.scalar(select(PretrainingRun.id).where(
+        PretrainingRun.project_id == project_id,
+        PretrainingRun.status.in_([PretrainingStatus.QUEUED, PretrainingStatus.RUNNING])))
 
 
 def fail_lost_pretraining(session: Session, stale_seconds: float) -> int:

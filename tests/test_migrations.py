@@ -142,3 +142,40 @@ def test_sqlite_upgrade_keeps_existing_rows(tmp_path):
 def test_postgres_upgrade_keeps_existing_rows():
     with fresh_postgres_database(migrate=False) as url:
         _upgrade_with_rows(url)
+
+
+def _upgrade_with_racing_pretraining_runs(url: str) -> None:
+    """0015's index: two active runs left by a race before it are resolved, not refused."""
+    upgrade(url, "0001")  # the project row as 0001 knew it; later columns get defaults
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO projects (id, name, description, test_share, "
+                          "train_on_reference, min_labels_per_class, created_at) VALUES "
+                          "(1, 'p', '', 0.1, false, 1, CURRENT_TIMESTAMP)"))
+    upgrade(url, "0014")
+    with engine.begin() as conn:
+        for run_id, status in ((1, "succeeded"), (2, "running"), (3, "queued")):
+            conn.execute(text(
+                "INSERT INTO pretraining_runs (id, project_id, status, epochs, image_size, "
+                "batch_size, progress, phase, loss_history, stats, created_at) VALUES "
+                f"({run_id}, 1, '{status}', 1, 75, 4, 0, 'x', '[]', '{{}}', CURRENT_TIMESTAMP)"))
+    engine.dispose()
+    upgrade(url)
+    assert _diff(url) == []
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, status, error FROM pretraining_runs "
+                                 "ORDER BY id")).all()
+    engine.dispose()
+    assert [(r[0], r[1]) for r in rows] == [(1, "succeeded"), (2, "running"), (3, "failed")]
+    assert "Started twice" in rows[2][2]
+
+
+def test_sqlite_upgrade_resolves_racing_pretraining_runs(tmp_path):
+    _upgrade_with_racing_pretraining_runs(f"sqlite:///{tmp_path / 'race.sqlite'}")
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_resolves_racing_pretraining_runs():
+    with fresh_postgres_database(migrate=False) as url:
+        _upgrade_with_racing_pretraining_runs(url)

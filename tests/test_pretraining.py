@@ -206,6 +206,36 @@ def test_bad_form_input_and_double_starts_are_refused(admin, settings, tmp_path)
     assert missing.status_code == 404
 
 
+def test_the_database_keeps_one_active_run_per_project(settings, tmp_path):
+    """Two starts at the same moment both pass the page's check; the partial
+    unique index refuses the second insert (the page and the CLI word it)."""
+    from click.testing import CliRunner
+    from sqlalchemy.exc import IntegrityError
+
+    from tests.helpers import base_env
+    from webapp.cli import main
+
+    pid = trainable_project(settings, tmp_path)
+    with session_scope(settings.database_url) as s:
+        first = PretrainingRun(project_id=pid, epochs=1, image_size=75)
+        s.add(first)
+        s.flush()
+        first_id = first.id
+    with pytest.raises(IntegrityError), session_scope(settings.database_url) as s:
+        s.add(PretrainingRun(project_id=pid, epochs=1, image_size=75,
+                             status=PretrainingStatus.RUNNING))
+        s.flush()
+    env = base_env(tmp_path, HEMALOOP_DATABASE_URL=settings.database_url)
+    busy = CliRunner().invoke(main, ["pretrain", "--project", "tiny", "--epochs", "1",
+                                     "--size", "75", "--batch", "4"], env=env)
+    assert busy.exit_code != 0 and f"run {first_id}" in busy.output
+    assert "Traceback" not in busy.output
+    with session_scope(settings.database_url) as s:
+        assert [r.id for r in s.scalars(select(PretrainingRun))] == [first_id]
+        s.get(PretrainingRun, first_id).status = PretrainingStatus.FAILED
+        s.add(PretrainingRun(project_id=pid, epochs=1, image_size=75))  # a finished one frees it
+
+
 def test_a_round_whose_chosen_backbone_is_gone_fails_saying_so(admin, settings, tmp_path):
     from worker.rounds import run_round
 

@@ -711,7 +711,10 @@ def pretrain_cmd(project_name: str, epochs: int, size: int | None, batch: int, u
     The run is recorded like one started from the admin's Pretraining page, where
     its loss curve can be seen and its backbone chosen later.
     """
+    from sqlalchemy.exc import IntegrityError
+
     from models import BackboneChoice, PretrainingRun, PretrainingStatus, ProjectBackbone
+    from models.pretraining import active_run_id, fail_lost_pretraining
     from worker.pretraining import run_pretraining_row
 
     from .bootstrap import SetupError, find_project
@@ -722,10 +725,16 @@ def pretrain_cmd(project_name: str, epochs: int, size: int | None, batch: int, u
             project = find_project(s, project_name)
         except SetupError as exc:
             _fail(str(exc))
+        fail_lost_pretraining(s, settings.round_stale_seconds)  # a dead run blocks nothing
         run = PretrainingRun(project_id=project.id, epochs=epochs,
                              image_size=size or settings.input_size, batch_size=batch)
         s.add(run)
-        s.flush()
+        try:
+            s.flush()
+        except IntegrityError:  # uq_pretraining_runs_one_active
+            s.rollback()
+            _fail(f"pretraining run {active_run_id(s, project.id)} of project "
+                  f"'{project_name}' has not finished; cancel it or wait")
         run_id, project_id = run.id, project.id
     click.echo(f"pretraining run {run_id}: {epochs} epoch(s) at {size or settings.input_size} px",
                err=True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from models import (
     BackboneChoice, PretrainingRun, PretrainingStatus, Project, ProjectBackbone, Role, utcnow,
 )
-from models.pretraining import cancel_pretraining, fail_lost_pretraining
+from models.pretraining import active_run_id, cancel_pretraining, fail_lost_pretraining
 from worker.celery_app import RUN_PRETRAINING
 
 from ..auth.roles import role_required
@@ -99,18 +100,18 @@ def start_pretraining(project_id: int):
         return _page(project, form, status=400)
     db = get_db()
     _fail_lost()  # a run whose worker died must not block a new one
-    busy = db.scalar(select(PretrainingRun.id).where(
-        PretrainingRun.project_id == project.id,
-        PretrainingRun.status.in_([PretrainingStatus.QUEUED, PretrainingStatus.RUNNING])))
-    if busy is not None:
-        flash(f"Pretraining run {busy} of this project has not finished; cancel it or wait.",
-              "error")
-        return _page(project, form, status=409)
     run = PretrainingRun(project_id=project.id, created_by_id=current_user.id,
                          epochs=form.epochs.data, image_size=form.image_size.data,
                          batch_size=form.batch_size.data)
     db.add(run)
-    db.commit()
+    try:
+        db.commit()
+    except IntegrityError:  # uq_pretraining_runs_one_active: one is queued or running
+        db.rollback()
+        busy = active_run_id(db, project.id)
+        flash(f"Pretraining run {busy} of this project has not finished; cancel it or wait.",
+              "error")
+        return _page(project, form, status=409)
     try:
         celery().send_task(RUN_PRETRAINING, args=[run.id])
     except Exception:  # noqa: BLE001 - the broker is down: say so on the row
