@@ -335,6 +335,59 @@ def test_a_full_spool_refuses_with_503_until_batches_expire(app, settings, demo_
     assert predict_spool.spool_bytes(settings.instance_dir) == 0
 
 
+def test_one_person_cannot_take_the_whole_spool(app, settings, demo_project, tiny_model,
+                                                monkeypatch):
+    """Each person keeps at most USER_SHARE_BYTES of a day's uploads: past it they
+    get a 429 that says why; the others go on predicting."""
+    import json
+
+    from worker import predict_spool
+
+    install_model(settings, demo_project, tiny_model)
+    greedy = make_user(settings, "greedy", "admin")
+    make_user(settings, "other", "admin")
+    _, folder = predict_spool.new_batch(settings.instance_dir)
+    (folder / "0.png").write_bytes(b"x" * 1000)
+    (folder / "manifest.json").write_text(json.dumps({"user_id": greedy}))
+    monkeypatch.setattr(predict_spool, "USER_SHARE_BYTES", 1000)
+    refused = LoggedIn(app.test_client(), "greedy").post(
+        f"/predict/{demo_project}", data=_upload(_good()), content_type="multipart/form-data")
+    assert refused.status_code == 429 and "each person may keep" in refused.text
+    assert predict_spool.spool_bytes(settings.instance_dir, greedy) > 1000 - 1
+    # Someone else is not held back (only bad files: answered without a worker).
+    other = LoggedIn(app.test_client(), "other").post(
+        f"/predict/{demo_project}", data=_upload(NOT_AN_IMAGE), content_type="multipart/form-data")
+    assert other.status_code == 200 and "Not predicted:" in other.text
+
+
+def test_predictions_per_person_are_rate_limited_across_page_and_api(app, settings, demo_project,
+                                                                     tiny_model, monkeypatch):
+    from webapp.predict import service
+
+    install_model(settings, demo_project, tiny_model)
+    monkeypatch.setattr(service, "PREDICT_RATE", "2 per minute")
+    boss = make_user(settings, "boss", "admin")
+    page = LoggedIn(app.test_client(), "boss")
+    token = make_token(settings, boss, ["read"])
+    url = f"/predict/{demo_project}"
+    first = page.post(url, data=_upload(NOT_AN_IMAGE), content_type="multipart/form-data")
+    second = app.test_client().post(f"/api/v1/projects/{demo_project}/predict",
+                                    headers=bearer(token), data=_upload(NOT_AN_IMAGE),
+                                    content_type="multipart/form-data")
+    assert (first.status_code, second.status_code) == (200, 200)
+    third = app.test_client().post(f"/api/v1/projects/{demo_project}/predict",
+                                   headers=bearer(token), data=_upload(_good()),
+                                   content_type="multipart/form-data")
+    assert third.status_code == 429 and third.is_json
+    assert "Too many predictions" in third.get_json()["message"]
+    fourth = page.post(url, data=_upload(_good()), content_type="multipart/form-data")
+    assert fourth.status_code == 429 and "Too many predictions" in fourth.text
+    make_user(settings, "someone", "admin")  # another person has their own count
+    theirs = LoggedIn(app.test_client(), "someone").post(
+        url, data=_upload(NOT_AN_IMAGE), content_type="multipart/form-data")
+    assert theirs.status_code == 200
+
+
 def test_api_tokens_and_scopes(app, settings, demo_project, tiny_model):
     install_model(settings, demo_project, tiny_model)
     client = app.test_client()

@@ -33,6 +33,10 @@ KEEP_SECONDS = 24 * 3600
 # What the spool may hold in all (a day of uploads): past it a prediction is
 # refused until batches expire, so no member can fill the instance's disk.
 SPOOL_LIMIT_BYTES = 2 * 1024 ** 3
+# One person's share of it: uploads of the last day beyond this are refused for
+# that person alone, so one member cannot fill the spool and stop everyone's
+# predictions (many cells belong in a project's import, not in the spool).
+USER_SHARE_BYTES = SPOOL_LIMIT_BYTES // 8
 _BATCH = re.compile(r"^[0-9a-f]{16}$")
 _FILE = re.compile(r"^[0-9]{1,4}\.(jpg|png|tif|bmp|webp)$")
 
@@ -90,18 +94,28 @@ def write_manifest(folder: Path, manifest: dict) -> None:
                  suffix=".json")
 
 
-def spool_bytes(instance_dir: Path) -> int:
-    """Bytes the spool's batches hold now."""
+def spool_bytes(instance_dir: Path, user_id: int | None = None) -> int:
+    """Bytes the spool's batches hold now; with ``user_id``, only that user's batches."""
     root = spool_root(instance_dir)
     total = 0
     if not root.is_dir():
         return 0
     for folder in root.iterdir():
         try:
+            if user_id is not None and _owner(folder) != user_id:
+                continue
             total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
         except (FileNotFoundError, NotADirectoryError):
             continue  # expired by another process, or not a batch
     return total
+
+
+def _owner(folder: Path) -> int | None:
+    """Who uploaded a batch (None while its manifest is being written, or unreadable)."""
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("user_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def discard(folder: Path) -> None:

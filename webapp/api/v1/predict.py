@@ -39,7 +39,7 @@ def _item(entry: dict, folder) -> dict:
 @bp.auth_required(token_auth, roles=[Scope.READ.value])
 @bp.input(PredictIn, location="form_and_files", arg_name="body")
 @bp.output(PredictOut)
-@bp.doc(tags=["predict"], operation_id="predict", responses=[400, 403, 404, 409, 502, 503])
+@bp.doc(tags=["predict"], operation_id="predict", responses=[400, 403, 404, 409, 429, 502, 503])
 def predict(project_id: int, body: dict):
     """Predict one or many uploaded cell images (multipart, field `files`, repeated).
 
