@@ -251,6 +251,7 @@ class RoundState:
     # train_head (the validation split and temperature come with the head), fine_tune_if_better
     fit: np.ndarray | None = None
     val: np.ndarray | None = None
+    val_logits: np.ndarray | None = None
     temperature: float = 1.0
     history: dict[str, Any] = field(default_factory=dict)
     fine_tune_info: dict[str, Any] = field(default_factory=dict)
@@ -400,8 +401,12 @@ def train_head(st: RoundState) -> None:
             ep / max(total, 1), f"head: epoch {ep}/{total}, loss {logs.get('loss', 0):.3f}",
             force=True),
         should_stop=progress.cancelled,
+        # Fine-tuning judges itself on the held-out cells: the head it starts
+        # from must not have seen them.
+        refit=not st.fine_tune,
     )
     st.fit, st.val, st.temperature = head.fit, head.val, head.temperature
+    st.val_logits = head.val_logits
     if not len(st.val):
         st.warnings.append("Too few labels for a validation split: suggestions are not "
                            "calibrated (temperature 1).")
@@ -489,19 +494,23 @@ def evaluate(st: RoundState) -> None:
     if st.fine_tune_info:
         metrics["fine_tune"] = st.fine_tune_info
     temperature = st.temperature
+    # Validation figures come from the head that did not see those cells: the
+    # head fitted before the refit on all labels, or the fine-tuned model.
+    val_logits = st.val_logits
     if st.fine_tune_info.get("kept"):
         # The backbone changed: the head's logits did too; the same rule again.
-        temperature = head_temperature(logits[val_rows], y_val)
+        val_logits = logits[val_rows]
+        temperature = head_temperature(val_logits, y_val)
     if 0 < len(val) < MIN_VALIDATION_FOR_TEMPERATURE:
         st.warnings.append(f"Only {len(val)} validation cells: suggestions are not calibrated.")
     if len(val):
         metrics["validation"] = {
             "n": int(len(val)), "temperature": temperature,
-            "accuracy": float((logits[val_rows].argmax(1) == y_val).mean()),
+            "accuracy": float((val_logits.argmax(1) == y_val).mean()),
             "ece_uncalibrated": calibration.expected_calibration_error(
-                calibration.softmax(logits[val_rows]), y_val),
+                calibration.softmax(val_logits), y_val),
             "ece": calibration.expected_calibration_error(
-                calibration.softmax(logits[val_rows], temperature), y_val),
+                calibration.softmax(val_logits, temperature), y_val),
         }
     test_rows = np.array([row_of[i] for i, _ in data.test if ok[row_of[i]]], dtype=np.int64)
     if len(test_rows):

@@ -57,8 +57,33 @@ def test_the_fit_holds_out_the_validation_split_and_calibrates_on_it():
     np.testing.assert_array_equal(head.fit, fit)
     np.testing.assert_array_equal(head.val, val)
     assert "val_loss" in head.history and 1 <= head.epochs_run <= 5
-    kernel, bias = head.weights
-    assert head.temperature == temperature(features[val] @ kernel + bias, labels[val])
+    # The temperature and the validation logits are the held-out head's ...
+    np.testing.assert_allclose(head.val_logits.shape, (len(val), 3))
+    assert head.temperature == temperature(head.val_logits, labels[val])
+    held_out = fit_calibrated_head(features, labels, 3, HeadFit(epochs=5), seed=2, refit=False)
+    np.testing.assert_array_equal(held_out.val_logits, head.val_logits)
+    kernel, bias = held_out.weights
+    np.testing.assert_allclose(features[val] @ kernel + bias, head.val_logits, rtol=1e-5,
+                               atol=1e-5)
+    assert not held_out.refitted and held_out.temperature == head.temperature
+
+
+def test_the_published_head_is_refitted_on_every_label():
+    """Validation cells are labels too: once they have given the temperature, the
+    head is fitted again with them (warm-started), and it fits them better."""
+    features, labels = noisy_features(40)
+    head = fit_calibrated_head(features, labels, 3, HeadFit(epochs=30), seed=2)
+    held_out = fit_calibrated_head(features, labels, 3, HeadFit(epochs=30), seed=2, refit=False)
+    assert head.refitted and not np.array_equal(head.weights[0], held_out.weights[0])
+    val = head.val
+
+    def val_loss(weights):
+        logits = features[val] @ weights[0] + weights[1]
+        logits = logits - logits.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(len(val)),
+                                                                      labels[val]]))
+
+    assert val_loss(head.weights) < val_loss(held_out.weights)
 
 
 def test_too_few_labels_train_on_all_and_stay_uncalibrated():

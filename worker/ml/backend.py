@@ -233,19 +233,21 @@ class CellClassifier:
         should_stop: Callable[[], bool] | None = None,
         seed: int = 0,
         warm: bool = False,
+        refit: bool = True,
     ) -> CalibratedHead:
         """Fit and calibrate the head on cached features and install it; labels
         index `class_ids`.  The same procedure as the simulator's
         (worker/ml/head.py): validation split, head training, temperature.
 
         ``warm`` starts from the head this classifier already has (a loaded
-        earlier model) instead of a fresh one.
+        earlier model) instead of a fresh one.  ``refit``: the installed head is
+        fitted on every label once validation has done its job (worker/ml/head.py).
         """
         initial = self.model.get_layer(HEAD_LAYER).get_weights() if warm else None
         config = HeadFit(epochs=epochs)
         result = fit_calibrated_head(
             features, labels_idx, len(self.class_ids), config, seed=seed,
-            initial=initial, progress=progress, should_stop=should_stop,
+            initial=initial, progress=progress, should_stop=should_stop, refit=refit,
         )
         install_head(self.model, result.weights)
         return result

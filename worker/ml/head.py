@@ -8,6 +8,16 @@ class weights and an L2 penalty, fitted to its optimum by L-BFGS) and the same
 temperature rule, so the simulator's curves describe the loop the rounds
 really run and cannot drift from it.
 
+The validation cells do two jobs and then go back in: the head fitted without
+them gives the temperature and honest validation figures (its logits on them
+are kept as ``val_logits``), and then the head is fitted again on every label,
+warm-started from the first fit, so the model a lab publishes learns from all
+the cells its readers labeled.  The temperature carries over: the refit moves
+the weights little (same penalty per label, 15 % more labels).  On pbc-dev's
+descriptors this lifts test accuracy from 0.946 to the figure in
+docs/benchmarks.md ("Every label in the final head").  A round that fine-tunes
+asks for no refit: fine-tuning still needs the held-out cells to judge itself.
+
 NumPy only at import time (TensorFlow is imported when a head is fitted).
 """
 
@@ -46,6 +56,10 @@ class CalibratedHead:
     epochs_run: int
     fit: np.ndarray
     val: np.ndarray
+    # The held-out head's logits on the validation cells (before the refit on all
+    # labels): what validation figures are computed from.  [0, k] without validation.
+    val_logits: np.ndarray
+    refitted: bool = False
 
 
 def validation_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +90,10 @@ def fit_calibrated_head(
     initial: list[np.ndarray] | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    refit: bool = True,
 ) -> CalibratedHead:
-    """Split off validation, train the head on the rest, fit its temperature on validation.
+    """Split off validation, train the head on the rest, fit its temperature on
+    validation; then (``refit``) train it again on all the labels.
 
     ``labels`` index the classes (0..num_classes-1).  ``initial`` (a head's
     [kernel, bias] on raw features) warm-starts training; ``progress`` hears
@@ -95,11 +111,24 @@ def fit_calibrated_head(
         validation=(features[val], labels[val]),
     )
     kernel, bias = result.weights
+    val_logits = features[val] @ kernel + bias
+    weights, refitted = result.weights, False
+    if refit and len(val):
+        # Quiet (progress heard the first fit), still cancellable; no second
+        # validation split: every label is fitted.
+        again = train_head(
+            features, labels, num_classes, epochs=config.epochs, l2=config.l2, seed=seed,
+            should_stop=should_stop, initial=result.weights,
+            validation=(features[:0], labels[:0]),
+        )
+        weights, refitted = again.weights, True
     return CalibratedHead(
-        weights=result.weights,
-        temperature=temperature(features[val] @ kernel + bias, labels[val]),
+        weights=weights,
+        temperature=temperature(val_logits, labels[val]),
         history=result.history,
-        epochs_run=result.epochs_run,
+        epochs_run=result.epochs_run,  # the fit its history describes
         fit=fit,
         val=val,
+        val_logits=val_logits,
+        refitted=refitted,
     )
