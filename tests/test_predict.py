@@ -108,10 +108,17 @@ def test_page_and_api_predict_with_a_real_worker(app, settings, demo_project, ti
         token = make_token(settings, make_user(settings, "prog", "curator"), ["read"])
         api = app.test_client().post(
             f"/api/v1/projects/{demo_project}/predict", headers=bearer(token),
-            data=_upload(_good(0), NOT_AN_IMAGE, _good(1, "eosinophil")),
+            data={"heatmap_png": "true",
+                  **_upload(_good(0), NOT_AN_IMAGE, _good(1, "eosinophil"))},
             content_type="multipart/form-data")
         assert api.status_code == 200, api.text
         body = api.get_json()
+        # By default the map comes as numbers only: nothing is drawn while it waits.
+        lean = app.test_client().post(
+            f"/api/v1/projects/{demo_project}/predict", headers=bearer(token),
+            data=_upload(_good(0)), content_type="multipart/form-data").get_json()
+        assert lean["items"][0]["heatmap_png"] is None
+        assert lean["items"][0]["heatmap"] == body["items"][0]["heatmap"]
     assert body["model_version_id"] == version and body["heatmap_grid"] == [1, 1]
     good = [item for item in body["items"] if item["error"] is None]
     bad = [item for item in body["items"] if item["error"] is not None]
@@ -126,6 +133,9 @@ def test_page_and_api_predict_with_a_real_worker(app, settings, demo_project, ti
         assert sum(t["probability"] for t in item["top"]) == pytest.approx(1.0, abs=2e-3)
         assert item["confidence"] == pytest.approx(float(probs.max()), abs=1e-3)
         assert base64.b64decode(item["heatmap_png"]).startswith(PNG_MAGIC)
+        (row,) = item["heatmap"]  # the 1x1 grid at 75 px, normalised to its peak
+        assert len(row) == 1 and 0.0 <= row[0] <= 1.0
+    assert bad[0]["heatmap"] is None and bad[0]["heatmap_png"] is None
     # Nothing joined the project.
     assert _images(settings, demo_project) == before
 
@@ -496,3 +506,28 @@ def test_the_spool_keeps_a_day_and_refuses_names_that_are_not_its_own(tmp_path):
                         ("../" + new, "0.png"), (new, "1.png")]:
         with pytest.raises(SpoolError):
             spooled_file(tmp_path, batch, name)
+
+
+def test_spool_usage_is_scanned_at_most_every_few_seconds(tmp_path):
+    """The limits read the spool once per SCAN_SECONDS per process (a day may hold
+    thousands of batches); this process's own uploads count meanwhile."""
+    import json
+
+    from worker import predict_spool
+
+    def batch(user_id: int, nbytes: int) -> None:
+        _, folder = predict_spool.new_batch(tmp_path)
+        (folder / "0.png").write_bytes(b"x" * nbytes)
+        (folder / "manifest.json").write_text(json.dumps({"user_id": user_id}))
+
+    batch(1, 100)
+    batch(2, 50)
+    manifest = len(json.dumps({"user_id": 1}))
+    total, per_user = predict_spool.usage(tmp_path, now=1000.0)
+    assert per_user == {1: 100 + manifest, 2: 50 + manifest} and total == sum(per_user.values())
+    batch(1, 70)  # another process's upload: not seen until the next scan
+    assert predict_spool.usage(tmp_path, now=1005.0) == (total, per_user)
+    predict_spool.note_spooled(tmp_path, 3, 30)  # this process's own: counted at once
+    assert predict_spool.usage(tmp_path, now=1005.0)[1][3] == 30
+    later = predict_spool.usage(tmp_path, now=1000.0 + predict_spool.SCAN_SECONDS)
+    assert later[1] == {1: 170 + 2 * manifest, 2: 50 + manifest}

@@ -4,14 +4,15 @@ One folder per upload (a *batch*) under ``<instance>/predict-spool/<batch>``:
 
 - ``<index><ext>``: each accepted file, as the importer would store it
   (webapp/ingest/validate.py decided that);
-- ``<index>.cam.png``: its Grad-CAM overlay, written by the predict worker;
+- ``<index>.cam.png``: its Grad-CAM overlay, drawn by the web process from the
+  map the worker answered with, when it is first shown (webapp/predict/overlay.py);
 - ``manifest.json``: who uploaded it to which project, each file's original
   name or the reason it was refused, and the predictions once they are back.
 
-The web process writes the uploads and the manifest, the predict worker reads
-the files and writes the overlays (both see the instance folder, as for
-imports).  Nothing is added to a project from here unless a user asks
-(webapp/predict/routes.py); batches older than ``KEEP_SECONDS`` are deleted.
+The web process writes the uploads, the manifest and the overlays; the predict
+worker reads the files (both see the instance folder, as for imports).  Nothing
+is added to a project from here unless a user asks (webapp/predict/routes.py);
+batches older than ``KEEP_SECONDS`` are deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import re
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -138,3 +140,50 @@ def expire(instance_dir: Path, keep_seconds: int = KEEP_SECONDS, now: float | No
         except FileNotFoundError:
             continue  # another process expired it first
     return gone
+
+
+# How often one web process looks through the whole spool for its limits: a
+# busy day holds thousands of batches, too many to read at every request.
+SCAN_SECONDS = 10.0
+_usage: dict[str, tuple[float, int, dict[int, int]]] = {}
+_usage_lock = threading.Lock()
+
+
+def usage(instance_dir: Path, now: float | None = None) -> tuple[int, dict[int, int]]:
+    """(bytes in all, bytes per uploader) of the spool, after expiring old batches.
+
+    One pass at most every SCAN_SECONDS per process; what this process spools
+    meanwhile is added by ``note_spooled``.  Other processes' uploads of the
+    last few seconds may be missed: the limits guard the disk, not the byte.
+    """
+    key = str(instance_dir)
+    now = time.monotonic() if now is None else now
+    with _usage_lock:
+        cached = _usage.get(key)
+        if cached is not None and now - cached[0] < SCAN_SECONDS:
+            return cached[1], dict(cached[2])
+    expire(instance_dir)
+    total, per_user = 0, {}
+    root = spool_root(instance_dir)
+    for folder in root.iterdir() if root.is_dir() else ():
+        try:
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # expired by another process, or not a batch
+        total += size
+        owner = _owner(folder)
+        if owner is not None:
+            per_user[owner] = per_user.get(owner, 0) + size
+    with _usage_lock:
+        _usage[key] = (now, total, per_user)
+    return total, dict(per_user)
+
+
+def note_spooled(instance_dir: Path, user_id: int, nbytes: int) -> None:
+    """Count a batch this process just spooled until the next scan sees it."""
+    with _usage_lock:
+        cached = _usage.get(str(instance_dir))
+        if cached is not None:
+            when, total, per_user = cached
+            per_user = {**per_user, user_id: per_user.get(user_id, 0) + nbytes}
+            _usage[str(instance_dir)] = (when, total + nbytes, per_user)

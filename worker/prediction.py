@@ -1,5 +1,6 @@
 """Predicting uploaded cells on the predict worker: class, calibrated confidence,
-top three and a Grad-CAM overlay per file.
+top three and a Grad-CAM map per file (as numbers: the web process draws the
+picture when it is shown, webapp/predict/overlay.py).
 
 The web request has spooled the files (worker/predict_spool.py) and waits for
 this answer (webapp/predict/client.py), so everything here is quick once the
@@ -20,7 +21,7 @@ from models.db import session_scope
 from models.settings import Settings
 
 from . import model_cache
-from .predict_spool import SpoolError, batch_folder, heatmap_name, spooled_file
+from .predict_spool import SpoolError, spooled_file
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,15 @@ def _version(settings: Settings, version_id: int) -> tuple[Path, float, list[int
                 list(version.class_ids), names)
 
 
-def explain_files(clf, paths: list[Path], temperature: float, class_names: dict[int, str],
-                  heatmaps_to: Path | None) -> dict:
-    """Predictions (calibrated with ``temperature``) and Grad-CAM overlays for ``paths``.
+def explain_files(clf, paths: list[Path], temperature: float,
+                  class_names: dict[int, str]) -> dict:
+    """Predictions (calibrated with ``temperature``) and Grad-CAM maps for ``paths``.
 
-    Overlays are written beside the files (``heatmap_name``) when ``heatmaps_to``
-    is given.  Files that do not decode get their reason instead.
+    Each item's ``cam`` is its map as rows of values in [0, 1] (None without
+    one).  Files that do not decode get their reason instead.
     """
     from worker.ml import calibration
-    from worker.ml.gradcam import NO_PIXELS_NOTE, grad_cam, grid_of, image_input_index, overlay_png
+    from worker.ml.gradcam import NO_PIXELS_NOTE, grad_cam, grid_of, image_input_index
 
     failures: list[tuple[int, str]] = []
     inputs, ok = clf.model_inputs(paths, failures)
@@ -80,13 +81,10 @@ def explain_files(clf, paths: list[Path], temperature: float, class_names: dict[
         top = [{"class": class_names.get(clf.class_ids[j], str(clf.class_ids[j])),
                 "class_id": int(clf.class_ids[j]), "probability": round(float(p[j]), 4)}
                for j in order]
-        heatmap = None
-        if cams is not None and heatmaps_to is not None:
-            heatmap = heatmap_name(path.name)
-            (heatmaps_to / heatmap).write_bytes(overlay_png(path, cams[row]))
+        cam = None if cams is None else np.round(cams[row].astype(float), 4).tolist()
         items.append({"file": path.name, "error": None, "predicted_class": top[0]["class"],
                       "class_id": top[0]["class_id"], "confidence": top[0]["probability"],
-                      "top": top, "heatmap": heatmap})
+                      "top": top, "cam": cam})
         row += 1
     grid = grid_of(cams) if cams is not None else None
     return {"items": items, "note": note, "grid": list(grid) if grid else None}
@@ -98,7 +96,6 @@ def predict_batch(settings: Settings, version_id: int, batch: str, files: list[s
     started = time.perf_counter()
     try:
         artifact, temperature, class_ids, names = _version(settings, version_id)
-        folder = batch_folder(settings.instance_dir, batch)
         paths = [spooled_file(settings.instance_dir, batch, f) for f in files]
         if not artifact.is_file():
             raise PredictRefused(f"The file of model version {version_id} is missing on the "
@@ -108,9 +105,13 @@ def predict_batch(settings: Settings, version_id: int, batch: str, files: list[s
     except PredictRefused as exc:
         return {"error": str(exc)}
     clf = model_cache.classifier(artifact)
-    result = explain_files(clf, paths, temperature, names, folder)
+    looked_up = time.perf_counter()
+    result = explain_files(clf, paths, temperature, names)
     result["model_version_id"] = version_id
+    # The task's own time, and the part before the model ran (the version's row,
+    # the spool's files, the model cache): where a slow worker spends it.
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    result["lookup_ms"] = round((looked_up - started) * 1000, 1)
     return result
 
 
@@ -140,7 +141,7 @@ def warm(settings: Settings) -> list[int]:
             if not path.is_file():
                 continue
             try:
-                explain_files(model_cache.classifier(path), [cell], 1.0, {}, None)
+                explain_files(model_cache.classifier(path), [cell], 1.0, {})
                 warmed.append(version_id)
             except Exception:  # noqa: BLE001 - a bad file must not stop the worker starting
                 log.warning("could not warm model version %s", version_id, exc_info=True)

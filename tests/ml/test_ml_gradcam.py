@@ -2,8 +2,6 @@
 are the classifier's, it differentiates the image branch only when the model has a
 second input, and a model without an image input gets no map but its prediction."""
 
-import io
-
 import numpy as np
 import pytest
 
@@ -14,8 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from worker.ml.backend import CellClassifier
-from worker.ml.gradcam import (NO_PIXELS_NOTE, grad_cam, image_input_index, jet,
-                               last_conv_maps, overlay_png)
+from worker.ml.gradcam import NO_PIXELS_NOTE, grad_cam, image_input_index, last_conv_maps
 from worker.ml.network import FEATURES_LAYER, HEAD_LAYER, build_classifier
 from worker.prediction import explain_files
 from tests.model_helpers import demo_cells
@@ -105,10 +102,9 @@ def test_explain_files_says_when_a_model_does_not_look_at_pixels(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name=HEAD_LAYER)(inputs))
     clf = _DescriptorsOnly(model, [7, 9], 75)
     paths, _ = demo_cells(1)
-    result = explain_files(clf, paths[:2], 1.0, {7: "a", 9: "b"}, tmp_path)
+    result = explain_files(clf, paths[:2], 1.0, {7: "a", 9: "b"})
     assert result["note"] == NO_PIXELS_NOTE and result["grid"] is None
-    assert all(item["heatmap"] is None and len(item["top"]) == 2 for item in result["items"])
-    assert not list(tmp_path.glob("*.cam.png"))
+    assert all(item["cam"] is None and len(item["top"]) == 2 for item in result["items"])
 
 
 @pytest.fixture(scope="module")
@@ -144,33 +140,18 @@ def test_inception_maps_match_a_direct_gradient_and_predict(inception, tmp_path)
     np.testing.assert_allclose(cams, cam, atol=1e-4)
 
 
-def test_explain_files_writes_overlays_and_reports_bad_files(inception, tmp_path):
+def test_explain_files_gives_maps_and_reports_bad_files(inception, tmp_path):
     paths, _ = demo_cells(1)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(paths[0].read_bytes()[:500])
     files = [paths[0], broken, paths[1]]
-    result = explain_files(inception, files, 2.0, {1: "x", 2: "y", 3: "z"}, tmp_path)
+    result = explain_files(inception, files, 2.0, {1: "x", 2: "y", 3: "z"})
     assert result["grid"] == [2, 2] and result["note"] is None
     first, bad, third = result["items"]
     assert "cannot read the image" in bad["error"]
-    for item, path in ((first, paths[0]), (third, paths[1])):
+    _, cams = grad_cam(inception.model, inception.model_inputs([paths[0], paths[1]])[0])
+    for item, cam in ((first, cams[0]), (third, cams[1])):
         assert item["error"] is None and len(item["top"]) == 3
         assert item["confidence"] == item["top"][0]["probability"]
-        with Image.open(tmp_path / item["heatmap"]) as overlay:
-            assert overlay.format == "PNG"
-            with Image.open(path) as original:
-                assert overlay.size == original.size  # demo cells are under 512 px
-
-
-def test_overlay_and_colours(tmp_path):
-    path = tmp_path / "cell.png"
-    Image.new("RGB", (40, 20), (255, 255, 255)).save(path)
-    cam = np.zeros((2, 2), np.float32)
-    cam[0, 0] = 1.0
-    png = overlay_png(path, cam)
-    with Image.open(io.BytesIO(png)) as out:
-        pixels = np.asarray(out)
-    assert pixels.shape == (20, 40, 3)
-    assert pixels[0, 0, 0] > pixels[0, 0, 2]  # hot corner: red over blue
-    assert pixels[-1, -1, 2] > pixels[-1, -1, 0]  # cold corner: blue
-    np.testing.assert_array_equal(jet(np.array([0.0, 1.0])), [[0, 0, 127], [127, 0, 0]])
+        np.testing.assert_allclose(item["cam"], cam, atol=1e-4)  # rows of numbers, JSON-ready
+        assert max(max(row) for row in item["cam"]) == pytest.approx(1.0, abs=1e-4)

@@ -112,8 +112,12 @@ def spool_file(project_id: int, batch: str, name: str):
     allowed |= {heatmap_name(s) for s in allowed}
     if name not in allowed:
         abort(404, description="There is no such file in that upload.")
-    path = batch_folder(_settings().instance_dir, batch) / name
-    if not path.is_file():  # a heatmap the worker did not write (a model without pixels)
+    folder = batch_folder(_settings().instance_dir, batch)
+    path = folder / name
+    heatmap_of = next((e for e in manifest["entries"] if e.get("heatmap") == name), None)
+    if heatmap_of is not None:
+        path = service.heatmap_file(folder, heatmap_of)
+    if path is None or not path.is_file():  # no map (a model without pixels), or gone
         abort(404, description="There is no such file in that upload.")
     response = send_file(path, max_age=0)
     response.headers["Cache-Control"] = "private, no-store"

@@ -3,6 +3,9 @@ merge the answer into the manifest (so the page can show the files and add one).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 from flask import current_app
 from limits import parse
 from sqlalchemy import select
@@ -10,16 +13,19 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage
 
 from models import ModelVersion, Project, Role, User
+from models.files import atomic_write
 from worker import predict_spool
-from worker.predict_spool import discard, expire, spool_bytes, write_manifest
+from worker.predict_spool import discard, heatmap_name, note_spooled, write_manifest
 
 from ..extensions import limiter
 from . import client
+from .overlay import overlay_png
 from .uploads import Spooled, spool_uploads
 
 
-# Requests per person: a reader at the Predict page sends a few a minute.
-PREDICT_RATE = "30 per minute"
+# Requests per person: a reader at the Predict page sends a few a minute; a
+# program sending one cell a request, up to two a second.
+PREDICT_RATE = "120 per minute"
 
 
 class PredictRefused(Exception):
@@ -85,12 +91,12 @@ def run(settings, session: Session, project: Project, user: User, files: list[Fi
     check_may_predict(project, user)
     check_rate(user)
     version = choose_version(session, project, version_id)
-    expire(settings.instance_dir)
-    if spool_bytes(settings.instance_dir) >= predict_spool.SPOOL_LIMIT_BYTES:
+    total, per_user = predict_spool.usage(settings.instance_dir)
+    if total >= predict_spool.SPOOL_LIMIT_BYTES:
         raise PredictRefused(503, "The server's store of uploads to predict is full (uploads "
                                   "are kept for a day). Try again later; to predict many "
                                   "cells, import them into a project.")
-    mine = spool_bytes(settings.instance_dir, user.id)
+    mine = per_user.get(user.id, 0)
     if mine >= predict_spool.USER_SHARE_BYTES:
         raise PredictRefused(429, f"You have {_mib(mine)} of uploads to predict from the last "
                                   f"day; each person may keep {_mib(predict_spool.USER_SHARE_BYTES)}"
@@ -98,6 +104,8 @@ def run(settings, session: Session, project: Project, user: User, files: list[Fi
                                   "a project.")
     spooled = spool_uploads(settings, files, project_id=project.id, user_id=user.id,
                             version_id=version.id)
+    note_spooled(settings.instance_dir, user.id,
+                 sum((spooled.folder / name).stat().st_size for name in spooled.stored))
     answer = None
     if spooled.stored:
         try:
@@ -114,12 +122,27 @@ def run(settings, session: Session, project: Project, user: User, files: list[Fi
                 entry["error"] = item["error"]
             else:
                 entry.update({k: item[k] for k in ("predicted_class", "class_id", "confidence",
-                                                   "top", "heatmap")})
+                                                   "top", "cam")})
+                # Drawn when first shown (heatmap_file), not while the request waits.
+                entry["heatmap"] = heatmap_name(entry["stored"]) if item["cam"] else None
     spooled.manifest["result"] = {
         "model_version_id": version.id,
         "note": answer.get("note") if answer else None,
         "grid": answer.get("grid") if answer else None,
         "worker_ms": answer.get("ms") if answer else None,
+        "worker_lookup_ms": answer.get("lookup_ms") if answer else None,
     }
     write_manifest(spooled.folder, spooled.manifest)
     return spooled, version
+
+
+def heatmap_file(folder: Path, entry: dict) -> Path | None:
+    """The entry's Grad-CAM overlay, drawn from its map the first time it is asked
+    for and kept beside the upload; None when the cell has no map."""
+    if not entry.get("heatmap") or not entry.get("cam") or not entry.get("stored"):
+        return None
+    path = folder / entry["heatmap"]
+    if not path.is_file():
+        png = overlay_png(folder / entry["stored"], np.asarray(entry["cam"], dtype=np.float32))
+        atomic_write(path, lambda tmp: tmp.write_bytes(png), suffix=".png")
+    return path

@@ -17,23 +17,16 @@ coarse maps; callers report the grid with the picture.
 
 from __future__ import annotations
 
-import io
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
-from models.pixels import to_rgb
 from worker.ml.network import HEAD_LAYER
 
 NO_PIXELS_NOTE = "no heatmap: this model reads cell measurements (shape and stain), not pixels"
-# Overlays are for the page: the longest side is at most this many pixels.
-OVERLAY_MAX_SIDE = 512
-OVERLAY_ALPHA = 0.45
 
 _explainers: "weakref.WeakKeyDictionary[keras.Model, Callable | None]" = (
     weakref.WeakKeyDictionary()
@@ -144,31 +137,6 @@ def grad_cam(model: keras.Model, inputs) -> tuple[np.ndarray, np.ndarray | None]
                                 training=False), dtype=np.float32), None
     probs, cams = explain([tf.constant(x) for x in ordered])
     return probs.numpy().astype(np.float32), cams.numpy()
-
-
-def jet(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> RGB uint8 with the 'jet' colour ramp (blue, cyan, yellow, red)."""
-    x = np.clip(values, 0.0, 1.0)[..., None]
-    ramp = np.clip(1.5 - np.abs(4.0 * x - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-    return (ramp * 255).astype(np.uint8)
-
-
-def overlay_png(path: str | Path, cam: np.ndarray) -> bytes:
-    """The image at ``path`` with ``cam`` coloured over it, as PNG bytes.
-
-    The model saw the image squeezed to a square; the map is stretched back
-    over the whole image, so each region lands where it came from.
-    """
-    with Image.open(path) as image:
-        rgb = to_rgb(image)
-    rgb.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
-    heat = Image.fromarray(np.asarray(np.clip(cam, 0, 1) * 255, dtype=np.uint8), "L")
-    heat = heat.resize(rgb.size, Image.Resampling.BILINEAR)
-    coloured = Image.fromarray(jet(np.asarray(heat, dtype=np.float32) / 255.0), "RGB")
-    out = io.BytesIO()
-    # Fast compression: the overlay is sent once and thrown away with the upload.
-    Image.blend(rgb.convert("RGB"), coloured, OVERLAY_ALPHA).save(out, "PNG", compress_level=1)
-    return out.getvalue()
 
 
 def grid_of(cams: Sequence[np.ndarray] | np.ndarray) -> tuple[int, int] | None:

@@ -22,16 +22,17 @@ from .errors import json_error
 from .schemas import PredictIn, PredictOut
 
 
-def _item(entry: dict, folder) -> dict:
+def _item(entry: dict, folder, with_png: bool) -> dict:
     heatmap = None
-    if entry.get("heatmap") and (folder / entry["heatmap"]).is_file():
-        heatmap = base64.b64encode((folder / entry["heatmap"]).read_bytes()).decode("ascii")
+    path = service.heatmap_file(folder, entry) if with_png else None
+    if path is not None:
+        heatmap = base64.b64encode(path.read_bytes()).decode("ascii")
     return {"index": entry["index"], "file": entry["name"], "error": entry.get("error"),
             "predicted_class": entry.get("predicted_class"), "class_id": entry.get("class_id"),
             "confidence": entry.get("confidence"),
             "top": [{"class_name": t["class"], "class_id": t["class_id"],
                      "probability": t["probability"]} for t in entry.get("top") or []],
-            "heatmap_png": heatmap}
+            "heatmap": entry.get("cam"), "heatmap_png": heatmap}
 
 
 @bp.post("/projects/<int:project_id>/predict")
@@ -65,4 +66,4 @@ def predict(project_id: int, body: dict):
     result = spooled.manifest["result"]
     return {"model_version_id": version.id, "upload_id": spooled.batch, "note": result["note"],
             "heatmap_grid": result["grid"],
-            "items": [_item(e, folder) for e in spooled.entries]}
+            "items": [_item(e, folder, body["heatmap_png"]) for e in spooled.entries]}

@@ -256,6 +256,10 @@ class PredictIn(Schema):
         "description": "One or many cell images (repeat the field); at most 50."})
     version = Integer(validate=Range(min=1, max=MAX_ID), metadata={
         "description": "A model version of the project; default: the active one."})
+    heatmap_png = Boolean(load_default=False, metadata={
+        "description": "Also draw each heatmap over its image and return it as a PNG "
+                       "(`heatmap_png` in the answer). Off by default: `heatmap` gives "
+                       "the map's values, and drawing takes longer than predicting."})
 
 
 class TopClassOut(Schema):
@@ -275,8 +279,12 @@ class PredictedCellOut(Schema):
     confidence = Float(required=True, allow_none=True, metadata={
         "description": "The predicted class's calibrated probability."})
     top = List(Nested(TopClassOut), required=True, metadata={"description": "The top three."})
+    heatmap = List(List(Float()), required=True, allow_none=True, metadata={
+        "description": "The Grad-CAM map: rows of values in [0, 1] (`heatmap_grid` rows "
+                       "and columns) to stretch over the whole image; null without one."})
     heatmap_png = String(required=True, allow_none=True, metadata={
-        "description": "Grad-CAM over the image, base64-encoded PNG; null without one."})
+        "description": "The map drawn over the image, base64-encoded PNG, when the request "
+                       "set `heatmap_png`; otherwise null."})
 
 
 class PredictOut(Schema):
