@@ -154,7 +154,8 @@ def _upgrade_with_racing_pretraining_runs(url: str) -> None:
                           "(1, 'p', '', 0.1, false, 1, CURRENT_TIMESTAMP)"))
     upgrade(url, "0014")
     with engine.begin() as conn:
-        for run_id, status in ((1, "succeeded"), (2, "running"), (3, "queued")):
+        for run_id, status in ((1, "succeeded"), (2, "queued"), (3, "running"), (4, "queued"),
+                               (5, "running")):
             conn.execute(text(
                 "INSERT INTO pretraining_runs (id, project_id, status, epochs, image_size, "
                 "batch_size, progress, phase, loss_history, stats, created_at) VALUES "
@@ -167,8 +168,11 @@ def _upgrade_with_racing_pretraining_runs(url: str) -> None:
         rows = conn.execute(text("SELECT id, status, error FROM pretraining_runs "
                                  "ORDER BY id")).all()
     engine.dispose()
-    assert [(r[0], r[1]) for r in rows] == [(1, "succeeded"), (2, "running"), (3, "failed")]
-    assert "Started twice" in rows[2][2]
+    # The first running run is kept (its worker is on it); the queued ones and the
+    # later running one are failed, saying why.
+    assert [(r[0], r[1]) for r in rows] == [(1, "succeeded"), (2, "failed"), (3, "running"),
+                                            (4, "failed"), (5, "failed")]
+    assert all("Started twice" in r[2] for r in rows if r[1] == "failed")
 
 
 def test_sqlite_upgrade_resolves_racing_pretraining_runs(tmp_path):

@@ -498,7 +498,8 @@ def test_the_spool_keeps_a_day_and_refuses_names_that_are_not_its_own(tmp_path):
         write_manifest(folder, {"entries": []})
         (folder / "0.png").write_bytes(b"x")
     stale = time.time() - KEEP_SECONDS - 60
-    os.utime(old_folder, (stale, stale))
+    os.utime(old_folder / "manifest.json", (stale, stale))  # uploaded and answered a day ago
+    (old_folder / "0.cam.png").write_bytes(b"drawn today")  # a view does not keep it longer
     assert expire(tmp_path) == 1
     assert not old_folder.exists() and batch_folder(tmp_path, new) == new_folder
     assert spooled_file(tmp_path, new, "0.png").is_file()
@@ -531,3 +532,31 @@ def test_spool_usage_is_scanned_at_most_every_few_seconds(tmp_path):
     assert predict_spool.usage(tmp_path, now=1005.0)[1][3] == 30
     later = predict_spool.usage(tmp_path, now=1000.0 + predict_spool.SCAN_SECONDS)
     assert later[1] == {1: 170 + 2 * manifest, 2: 50 + manifest}
+
+
+def test_a_heatmap_that_cannot_be_drawn_is_none_not_a_500(tmp_path, sqlite_url):
+    """heatmap_file draws from the manifest's map: a batch expired meanwhile, a map
+    that is not a grid, a missing upload each give None (the page's 404), and an
+    overlay already drawn is served as it is."""
+    import json
+
+    from webapp import create_app
+    from webapp.predict.service import heatmap_file
+    from worker import predict_spool
+
+    app = create_app(load_settings(base_env(tmp_path, HEMALOOP_DATABASE_URL=sqlite_url)))
+    _, folder = predict_spool.new_batch(tmp_path)
+    (folder / "0.png").write_bytes(_cell().read_bytes())
+    (folder / "manifest.json").write_text(json.dumps({"user_id": 1}))
+    entry = {"stored": "0.png", "heatmap": "0.cam.png"}
+    with app.app_context():
+        for cam in (None, [], [[]], [1.0, 2.0], [[0.1, 0.2], [0.3]], [["a"]],
+                    [[float("nan")]], [[[0.5]]]):
+            assert heatmap_file(folder, {**entry, "cam": cam}) is None, cam
+        assert heatmap_file(folder, {**entry, "stored": "1.png", "heatmap": "1.cam.png",
+                                     "cam": [[0.5]]}) is None  # the upload is gone
+        drawn = heatmap_file(folder, {**entry, "cam": [[0.2, 1.0], [0.0, 0.4]]})
+        assert drawn is not None and drawn.read_bytes().startswith(PNG_MAGIC)
+        assert heatmap_file(folder, entry) == drawn  # already drawn: no map needed
+        (folder / "manifest.json").unlink()
+        assert heatmap_file(folder, {**entry, "heatmap": "x.cam.png", "cam": [[1.0]]}) is None

@@ -733,8 +733,11 @@ def pretrain_cmd(project_name: str, epochs: int, size: int | None, batch: int, u
             s.flush()
         except IntegrityError:  # uq_pretraining_runs_one_active
             s.rollback()
-            _fail(f"pretraining run {active_run_id(s, project.id)} of project "
-                  f"'{project_name}' has not finished; cancel it or wait")
+            busy = active_run_id(s, project.id)
+            if busy is None:
+                raise
+            _fail(f"pretraining run {busy} of project '{project_name}' has not finished; "
+                  "cancel it or wait")
         run_id, project_id = run.id, project.id
     click.echo(f"pretraining run {run_id}: {epochs} epoch(s) at {size or settings.input_size} px",
                err=True)

@@ -125,6 +125,15 @@ def discard(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _age_mark(folder: Path) -> float:
+    """When the batch was uploaded and answered: its manifest's time (an overlay
+    drawn later touches the folder, and must not keep the batch another day)."""
+    try:
+        return (folder / MANIFEST).stat().st_mtime
+    except (FileNotFoundError, NotADirectoryError):
+        return folder.stat().st_mtime  # still being written, or not a batch
+
+
 def expire(instance_dir: Path, keep_seconds: int = KEEP_SECONDS, now: float | None = None) -> int:
     """Delete batches older than ``keep_seconds``; returns how many went."""
     root = spool_root(instance_dir)
@@ -134,7 +143,7 @@ def expire(instance_dir: Path, keep_seconds: int = KEEP_SECONDS, now: float | No
     gone = 0
     for folder in root.iterdir():
         try:
-            if _BATCH.match(folder.name) and folder.stat().st_mtime < cutoff:
+            if _BATCH.match(folder.name) and _age_mark(folder) < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
                 gone += 1
         except FileNotFoundError:

@@ -10,14 +10,16 @@
    numbers the model stores (fitted now on a fresh model's cells).
 4. ``split_labels`` and ``train_head``: phase 1, the head on cached features (a
    frozen base), fitted and calibrated by worker/ml/head.py's
-   ``fit_calibrated_head`` (validation split, training, temperature): the same
-   function the simulator calls.
+   ``fit_calibrated_head`` (validation split, training, temperature, then the
+   head refitted on every label unless phase 2 follows): the same function the
+   simulator calls.
 5. ``fine_tune_if_better``: phase 2 (when the project asks): unfreeze the top
    blocks, fine-tune on augmented images at a low rate, keep it only if the
    validation loss fell, then re-extract features with the new backbone (cached
    under this attempt's own key).
 6. ``evaluate``: the head's temperature (fitted again on the validation split
-   when fine-tuning changed the backbone); metrics and calibration error on the
+   when fine-tuning changed the backbone), validation figures from the model that
+   did not see those cells; metrics and calibration error on the
    test split; calibrated predictions for every
    undecided pool cell.
 7. ``save_and_publish``: save the model under this attempt's name and publish

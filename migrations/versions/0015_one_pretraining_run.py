@@ -21,15 +21,18 @@ ACTIVE = sa.text("status IN ('queued', 'running')")
 
 
 def upgrade() -> None:
-    # Two starts that raced before this index: keep each project's oldest active
-    # run, fail the others with a message the admin sees on their pages.
+    # Two starts that raced before this index: keep each project's running run
+    # (its worker is busy with it), else its oldest queued one; fail the others
+    # with a message the admin sees on their pages.
     op.execute(sa.text(
         "UPDATE pretraining_runs SET status = 'failed', finished_at = CURRENT_TIMESTAMP, "
-        "error = 'Started twice at once; the earlier run carries on.' "
-        "WHERE status IN ('queued', 'running') AND id > ("
-        "  SELECT MIN(o.id) FROM pretraining_runs AS o "
-        "  WHERE o.project_id = pretraining_runs.project_id "
-        "  AND o.status IN ('queued', 'running'))"))
+        "error = 'Started twice at once; the other run carries on.' "
+        "WHERE status IN ('queued', 'running') AND EXISTS ("
+        "  SELECT 1 FROM pretraining_runs AS o "
+        "  WHERE o.project_id = pretraining_runs.project_id AND o.id <> pretraining_runs.id "
+        "  AND o.status IN ('queued', 'running') "
+        "  AND ((o.status = 'running' AND pretraining_runs.status = 'queued') "
+        "       OR (o.status = pretraining_runs.status AND o.id < pretraining_runs.id)))"))
     op.create_index("uq_pretraining_runs_one_active", "pretraining_runs", ["project_id"],
                     unique=True, sqlite_where=ACTIVE, postgresql_where=ACTIVE)
 

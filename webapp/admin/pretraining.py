@@ -109,6 +109,8 @@ def start_pretraining(project_id: int):
     except IntegrityError:  # uq_pretraining_runs_one_active: one is queued or running
         db.rollback()
         busy = active_run_id(db, project.id)
+        if busy is None:
+            raise  # not the one-run rule (the project went meanwhile): a real error
         flash(f"Pretraining run {busy} of this project has not finished; cancel it or wait.",
               "error")
         return _page(project, form, status=409)

@@ -36,6 +36,9 @@ def overlay_png(path: str | Path, cam: np.ndarray) -> bytes:
     over the whole image, so each region lands where it came from.
     """
     with Image.open(path) as image:
+        # A JPEG decodes at a fraction of its size when that is all we need:
+        # the web process draws this, and an upload may be tens of megapixels.
+        image.draft("RGB", (OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
         rgb = to_rgb(image)
     rgb.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
     cam = np.asarray(cam, dtype=np.float32)

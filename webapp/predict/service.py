@@ -122,9 +122,10 @@ def run(settings, session: Session, project: Project, user: User, files: list[Fi
                 entry["error"] = item["error"]
             else:
                 entry.update({k: item[k] for k in ("predicted_class", "class_id", "confidence",
-                                                   "top", "cam")})
+                                                   "top")})
                 # Drawn when first shown (heatmap_file), not while the request waits.
-                entry["heatmap"] = heatmap_name(entry["stored"]) if item["cam"] else None
+                entry["cam"] = item.get("cam")
+                entry["heatmap"] = heatmap_name(entry["stored"]) if entry["cam"] else None
     spooled.manifest["result"] = {
         "model_version_id": version.id,
         "note": answer.get("note") if answer else None,
@@ -138,11 +139,22 @@ def run(settings, session: Session, project: Project, user: User, files: list[Fi
 
 def heatmap_file(folder: Path, entry: dict) -> Path | None:
     """The entry's Grad-CAM overlay, drawn from its map the first time it is asked
-    for and kept beside the upload; None when the cell has no map."""
-    if not entry.get("heatmap") or not entry.get("cam") or not entry.get("stored"):
+    for and kept beside the upload; None when the cell has no map (or it cannot
+    be drawn: the batch expired meanwhile, a map that is not a grid of numbers)."""
+    if not entry.get("heatmap") or not entry.get("stored"):
         return None
     path = folder / entry["heatmap"]
-    if not path.is_file():
-        png = overlay_png(folder / entry["stored"], np.asarray(entry["cam"], dtype=np.float32))
+    if path.is_file():
+        return path
+    if not (folder / predict_spool.MANIFEST).is_file():
+        return None  # expired: drawing would bring the folder back
+    try:
+        cam = np.asarray(entry.get("cam"), dtype=np.float32)
+        if cam.ndim != 2 or not cam.size or not np.isfinite(cam).all():
+            return None
+        png = overlay_png(folder / entry["stored"], cam)
         atomic_write(path, lambda tmp: tmp.write_bytes(png), suffix=".png")
+    except (OSError, ValueError, TypeError):
+        current_app.logger.warning("could not draw the heatmap %s", path, exc_info=True)
+        return None
     return path
