@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from models import Image
 from models.db import session_scope
-from tests.browser.helpers import log_in
+from tests.browser.helpers import log_in, wait_for_js
 from tests.browser.test_csp import WATCH
 from tests.helpers import DEMO_DIR, make_user, running_worker
 from tests.model_helpers import TINY_CLASSES, install_model
@@ -52,8 +52,9 @@ def test_upload_cells_and_see_class_and_heatmap(live_server, page, settings, dem
         # The heatmaps are real images the browser decoded.
         heatmaps = page.locator("img.heatmap")
         assert heatmaps.count() == 2
-        page.wait_for_function(
-            "[...document.querySelectorAll('img.heatmap')].every(i => i.complete && i.naturalWidth > 0)")
+        # Drawn by the web process when the browser asks, so they may still be on their way.
+        wait_for_js(page, "[...document.querySelectorAll('img.heatmap')]"
+                          ".every(i => i.complete && i.naturalWidth > 0)", timeout=60)
         assert page.locator("text=Add to demo").count() == 0  # readers do not add
         assert _count(settings, demo_project) == before
         assert page.evaluate("window.__csp") == [] and page.js_errors == []
