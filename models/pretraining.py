@@ -20,18 +20,10 @@ from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
+from .job_status import JobStatus
 
 
-class PretrainingStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        return self not in {PretrainingStatus.QUEUED, PretrainingStatus.RUNNING}
+PretrainingStatus = JobStatus  # queued, running, succeeded, failed, cancelled
 
 
 ACTIVE = "status IN ('queued', 'running')"

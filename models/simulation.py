@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -10,18 +9,10 @@ from sqlalchemy import JSON, Enum, ForeignKey, String, Text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
+from .job_status import JobStatus
 
 
-class SimulationStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        return self not in {SimulationStatus.QUEUED, SimulationStatus.RUNNING}
+SimulationStatus = JobStatus  # queued, running, succeeded, failed, cancelled
 
 
 class SimulationRun(Base):

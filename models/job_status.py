@@ -1,0 +1,19 @@
+"""The life of a cancellable background job's row (a strategy comparison, a
+pretraining run): one enum, so the two cannot drift apart.  Each table keeps its
+own database type name (``simulation_status``, ``pretraining_status``)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in {JobStatus.QUEUED, JobStatus.RUNNING}
