@@ -1,6 +1,7 @@
-"""The life of a cancellable background job's row (a strategy comparison, a
-pretraining run): one enum, so the two cannot drift apart.  Each table keeps its
-own database type name (``simulation_status``, ``pretraining_status``)."""
+"""The life of a cancellable background job's row (a training round, a strategy
+comparison, a pretraining run): one enum, so they cannot drift apart.  Each table
+keeps its own database type name (``round_status``, ``simulation_status``,
+``pretraining_status``)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from datetime import datetime
 from typing import Any
@@ -11,18 +10,10 @@ from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, UniqueConstr
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
+from .job_status import JobStatus
 
 
-class RoundStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        return self in {RoundStatus.SUCCEEDED, RoundStatus.FAILED, RoundStatus.CANCELLED}
+RoundStatus = JobStatus  # queued, running, succeeded, failed, cancelled
 
 
 ACTIVE_ROUND_STATUSES = ("queued", "running")

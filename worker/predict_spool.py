@@ -98,18 +98,24 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 def spool_bytes(instance_dir: Path, user_id: int | None = None) -> int:
     """Bytes the spool's batches hold now; with ``user_id``, only that user's batches."""
+    total, per_user = _tally(instance_dir)
+    return total if user_id is None else per_user.get(user_id, 0)
+
+
+def _tally(instance_dir: Path) -> tuple[int, dict[int, int]]:
+    """(bytes in all, bytes per uploader), read from the batches as they are now."""
+    total, per_user = 0, {}
     root = spool_root(instance_dir)
-    total = 0
-    if not root.is_dir():
-        return 0
-    for folder in root.iterdir():
+    for folder in root.iterdir() if root.is_dir() else ():
         try:
-            if user_id is not None and _owner(folder) != user_id:
-                continue
-            total += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
         except (FileNotFoundError, NotADirectoryError):
             continue  # expired by another process, or not a batch
-    return total
+        total += size
+        owner = _owner(folder)
+        if owner is not None:
+            per_user[owner] = per_user.get(owner, 0) + size
+    return total, per_user
 
 
 def _owner(folder: Path) -> int | None:
@@ -172,17 +178,7 @@ def usage(instance_dir: Path, now: float | None = None) -> tuple[int, dict[int, 
         if cached is not None and now - cached[0] < SCAN_SECONDS:
             return cached[1], dict(cached[2])
     expire(instance_dir)
-    total, per_user = 0, {}
-    root = spool_root(instance_dir)
-    for folder in root.iterdir() if root.is_dir() else ():
-        try:
-            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # expired by another process, or not a batch
-        total += size
-        owner = _owner(folder)
-        if owner is not None:
-            per_user[owner] = per_user.get(owner, 0) + size
+    total, per_user = _tally(instance_dir)
     with _usage_lock:
         _usage[key] = (now, total, per_user)
     return total, dict(per_user)
